@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+# Every ROS graph this Makefile starts stays on this host: shared memory + UDPv4 on 127.0.0.1 only,
+# discovery limited to localhost, a fresh domain id per invocation.
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_loopback.xml
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+export ROS_DOMAIN_ID ?= $(shell python3 -c 'import random; print(random.randint(1, 101))')
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test test-all demo lint bench clean
+
+setup: $(VENV)/.setup-done
+
+# torch is pinned and installed first so that nothing later resolves it to a CUDA build.
+$(VENV)/.setup-done: setup.py package.xml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[ros,test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest test
+
+test-all: setup
+	$(PY) -m pytest test -m ''
+
+demo: setup
+	ROS_LOG_DIR=$(CURDIR)/demo_out/ros_log $(PY) scripts/demo.py --out demo_out
+
+bench: setup
+	ROS_LOG_DIR=$(CURDIR)/bench/results/ros_log $(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf demo_out runs build install log .pytest_cache

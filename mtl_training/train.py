@@ -1,0 +1,227 @@
+"""One training loop for teacher and student (nanoGPT-shaped: short, linear, resumable).
+
+step: autocast forward -> named loss terms -> weighting -> backward -> clip -> step -> zero_grad.
+Around it: per-epoch validation, metrics.jsonl, montage PNG, atomic last.pt / best.pt holding the
+resolved config (so a checkpoint rebuilds its own model), and `--resume` from last.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mtl_training.config import ExperimentConfig, from_dict, save_config
+from mtl_training.data import DatasetInfo, MultiTaskDataset, build_datasets, collate
+from mtl_training.device import autocast_dtype, resolve_device
+from mtl_training.evaluate import evaluate, model_inputs
+from mtl_training.losses import task_losses
+from mtl_training.models.registry import build_model
+from mtl_training.report import montage, save_rgb_png
+from mtl_training.weighting import build_weighting
+
+log = logging.getLogger("mtl_training.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; stopping beats writing NaN weights over a good checkpoint."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temp file and rename: a crash mid-write never leaves a truncated checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Checkpoints hold tensors and plain containers only: loaded without unpickling code."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def score(metrics: dict[str, dict[str, Any]]) -> float:
+    """Higher is better: mIoU when segmentation is evaluated, else negative abs error."""
+    if "seg" in metrics:
+        return float(metrics["seg"]["miou"])
+    if "depth" in metrics:
+        return -float(metrics["depth"]["abs_err"])
+    return -math.inf
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, pseudo=None,
+                 datasets: tuple[MultiTaskDataset, MultiTaskDataset] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.train.out_dir)
+        self.device = resolve_device(cfg.train.device)
+        self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
+        if cfg.train.num_threads > 0:
+            torch.set_num_threads(cfg.train.num_threads)
+        seed_everything(cfg.train.seed)
+        self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo)
+        self.info: DatasetInfo = self.train_set.info
+        if cfg.model.num_classes != len(self.info.classes):
+            raise ValueError(f"model.num_classes={cfg.model.num_classes} but dataset "
+                             f"'{self.info.name}' has {len(self.info.classes)} classes")
+        self.model: nn.Module = build_model(cfg.model).to(self.device)
+        tasks = list(getattr(self.model, "tasks", cfg.model.tasks))
+        self.weighting = build_weighting(cfg.loss, tasks).to(self.device)
+        params = list(self.model.parameters()) + list(self.weighting.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr,
+                                          weight_decay=cfg.train.weight_decay)
+        step = cfg.train.lr_step_epochs
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step or 10**9, 0.5)
+        self.epoch = 0
+        self.step = 0
+        self.best = -math.inf
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "config": self.cfg.to_dict(),
+            "info": asdict(self.info),
+            "metrics": json.loads(json.dumps(metrics, default=float)),
+        }
+
+    def resume(self) -> bool:
+        path = self.run_dir / "last.pt"
+        if not path.is_file():
+            return False
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.weighting.load_state_dict(ckpt["weighting"])
+        self.epoch, self.step, self.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        log.info("resumed %s at epoch %d, step %d", path, self.epoch, self.step)
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            pred = self.model(*model_inputs(self.model, batch, self.device))
+        batch_dev = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                     for k, v in batch.items()}
+        terms = task_losses(pred, batch_dev, self.cfg.data.pseudo_weight)
+        if not terms:
+            return {}
+        shared = getattr(self.model, "shared_parameters", lambda: None)()
+        loss = self.weighting.combine(terms, shared)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite loss at step {self.step}: "
+                                     f"{ {k: float(v) for k, v in terms.items()} }")
+        loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"loss": float(loss), **{k: float(v) for k, v in terms.items()}}
+
+    def fit(self, resume: bool = False) -> Path:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        save_config(cfg, self.run_dir / "config.yaml")
+        loader_gen = torch.Generator().manual_seed(cfg.train.seed)
+        val_loader = DataLoader(self.val_set, batch_size=cfg.train.batch_size, shuffle=False,
+                                num_workers=cfg.data.num_workers, collate_fn=collate)
+        metrics_path = self.run_dir / "metrics.jsonl"
+        while self.epoch < cfg.train.epochs:
+            if cfg.train.max_steps and self.step >= cfg.train.max_steps:
+                break
+            self.train_set.set_epoch(self.epoch)
+            loader_gen.manual_seed(cfg.train.seed * 1000 + self.epoch)
+            loader = DataLoader(self.train_set, batch_size=cfg.train.batch_size, shuffle=True,
+                                drop_last=len(self.train_set) > cfg.train.batch_size,
+                                num_workers=cfg.data.num_workers, collate_fn=collate,
+                                generator=loader_gen)
+            self.model.train()
+            t0 = time.time()
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            bar = tqdm(loader, desc=f"{cfg.train.stage} epoch {self.epoch + 1}/{cfg.train.epochs}",
+                       leave=False, dynamic_ncols=True, disable=None)
+            for batch in bar:
+                logs = self.train_step(batch)
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                if logs:
+                    bar.set_postfix(loss=f"{logs['loss']:.3f}")
+                if cfg.train.max_steps and self.step >= cfg.train.max_steps:
+                    break
+            bar.close()
+            train_means = {k: sums[k] / counts[k] for k in sums}
+            self.weighting.end_epoch({k: v for k, v in train_means.items() if k != "loss"})
+            self.scheduler.step()
+            self.epoch += 1
+            metrics, kept = evaluate(self.model, val_loader, len(self.info.classes),
+                                     self.info.classes, self.device, self.info.max_depth,
+                                     keep=cfg.train.montage_frames)
+            improved = score(metrics) > self.best
+            if improved:
+                self.best = score(metrics)
+            state = self.state(metrics)
+            save_atomic(state, self.run_dir / "last.pt")
+            if improved:
+                save_atomic(state, self.run_dir / "best.pt")
+            if kept:
+                save_rgb_png(self.run_dir / "montage.png",
+                             montage(kept, self.info.palette, self.info.max_depth))
+            record = {"epoch": self.epoch, "step": self.step, "time_s": round(time.time() - t0, 2),
+                      "lr": self.optimizer.param_groups[0]["lr"], "train": train_means,
+                      "val": metrics, "weights": self.weighting.weights(), "best": improved}
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record, default=float) + "\n")
+            log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", self.epoch, cfg.train.epochs,
+                     train_means.get("loss", float("nan")), summarize(metrics), record["time_s"])
+        return self.run_dir
+
+
+def summarize(metrics: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    if "seg" in metrics:
+        parts.append(f"mIoU {metrics['seg']['miou']:.3f} pixacc {metrics['seg']['pixel_acc']:.3f}")
+    if "depth" in metrics:
+        d = metrics["depth"]
+        parts.append(f"abs {d['abs_err']:.3f} rel {d['rel_err']:.3f} rmse {d['rmse']:.3f} "
+                     f"d1 {d['delta1']:.3f}")
+    return "  ".join(parts)
+
+
+def train(cfg: ExperimentConfig, resume: bool = False, pseudo=None) -> Path:
+    """Train the stage described by cfg into cfg.train.out_dir; returns the run directory."""
+    return Trainer(cfg, pseudo).fit(resume=resume)
+
+
+def config_from_checkpoint(ckpt: dict[str, Any]) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, ckpt["config"])

@@ -1,0 +1,53 @@
+"""ament_python package: `colcon build` on a ROS 2 install, `pip install -e .[test]` anywhere."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mtl_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["mtl_perception", "mtl_perception.*", "mtl_training", "mtl_training.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    # torch is pinned by the Makefile (a CPU wheel here, the robot's own build elsewhere); a range
+    # that an installed torch satisfies keeps pip from pulling a second, CUDA-sized copy.
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6.0",
+        "safetensors>=0.4",
+        "torch>=2.1",
+        "tqdm>=4.60",
+        "rosbags>=0.10",
+    ],
+    extras_require={
+        "ros": [
+            "ros-rclpy[fastrtps]",
+            "ros-sensor-msgs",
+            "ros-std-msgs",
+            "ros-diagnostic-msgs",
+        ],
+        "test": ["pytest>=7", "ruff>=0.5"],
+    },
+    zip_safe=True,
+    maintainer="mtl_perception maintainers",
+    maintainer_email="maintainers@mtl-perception.invalid",
+    description="RGB -> semantic segmentation + metric depth for ROS 2, with its training pipeline.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "perception_node = mtl_perception.node:main",
+            "mtl-train = mtl_training.cli:main",
+            "mtl-replay = mtl_perception.replay:main",
+        ],
+    },
+)

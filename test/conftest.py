@@ -1,0 +1,57 @@
+"""Test-wide set-up: DDS stays on loopback, each run gets its own domain id and log folder.
+
+This runs before any test module imports rclpy, so every participant the suite creates (in this
+process or in node subprocesses, which inherit the environment) uses the repo's Fast DDS profile.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "config" / "fastdds_loopback.xml"
+
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+# A fresh domain per pytest run keeps concurrent runs (CI next to a developer) apart.
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ros_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ros_log")
+    os.environ["ROS_LOG_DIR"] = str(path)
+    return path
+
+
+def make_tiny_artifact(path: Path, height: int = 32, width: int = 48, num_classes: int = 4,
+                       seed: int = 0) -> Path:
+    """A real (randomly initialised) student exported through the real artifact writer."""
+    import torch
+
+    from mtl_training.config import ModelConfig
+    from mtl_training.export import build_metadata, write_artifact
+    from mtl_training.models.registry import build_model
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(encoder="resnet18", num_classes=num_classes, decoder_channels=8,
+                      decoder_convs=1, max_depth=10.0)
+    model = build_model(cfg).eval()
+    palette = [[(60 * i) % 256, (120 * i + 40) % 256, (200 - 30 * i) % 256]
+               for i in range(num_classes)]
+    from dataclasses import asdict
+
+    meta = build_metadata(asdict(cfg), [f"class{i}" for i in range(num_classes)], palette,
+                          height, width, 10.0, {"dataset": "test"})
+    return write_artifact(model, meta, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_artifact(tmp_path_factory.mktemp("artifact") / "tiny.safetensors")

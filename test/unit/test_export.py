@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_artifact
+
+from mtl_training.export import METADATA_KEY, ArtifactError, load_artifact, read_metadata
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    path = make_tiny_artifact(tmp_path / "a.safetensors")
+    a = load_artifact(path)
+    b = load_artifact(path)
+    x = torch.randn(1, 3, 32, 48)
+    with torch.inference_mode():
+        oa, ob = a.model(x), b.model(x)
+    assert torch.equal(oa["seg"], ob["seg"]) and torch.equal(oa["depth"], ob["depth"])
+    assert a.classes == ["class0", "class1", "class2", "class3"]
+    assert a.input_size == (32, 48)
+    meta = read_metadata(path)
+    assert meta["depth"]["unit"] == "m" and meta["input"]["channel_order"] == "rgb"
+
+
+def test_export_matches_trained_weights(tmp_path):
+    """The artifact reproduces the in-memory model bit for bit (same seed -> same weights)."""
+    path = make_tiny_artifact(tmp_path / "a.safetensors", seed=3)
+    torch.manual_seed(3)
+    from mtl_training.config import ModelConfig
+    from mtl_training.models.registry import build_model
+
+    ref = build_model(ModelConfig(num_classes=4, decoder_channels=8, decoder_convs=1)).eval()
+    x = torch.randn(1, 3, 32, 48)
+    with torch.inference_mode():
+        assert torch.equal(ref(x)["seg"], load_artifact(path).model(x)["seg"])
+
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif how == "pickle":
+        torch.save({"x": torch.zeros(1)}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "pickle"])
+def test_damaged_artifact_refused_with_file_name(tmp_path, how):
+    path = make_tiny_artifact(tmp_path / "m.safetensors")
+    _damage(path, how)
+    with pytest.raises(ArtifactError) as err:
+        load_artifact(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_and_foreign_safetensors(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "nope.safetensors")
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ArtifactError, match=f"no '{METADATA_KEY}' metadata"):
+        load_artifact(foreign)
+
+
+def test_wrong_weights_or_version_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = make_tiny_artifact(tmp_path / "m.safetensors")
+    meta = read_metadata(path)
+    tensors = load_file(str(path))
+    tensors.pop("decoders.seg.head.bias")
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(ArtifactError, match="do not match"):
+        load_artifact(path)
+    meta["format_version"] = 99
+    save_file(load_file(str(path)), str(path), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(ArtifactError, match="format_version 99"):
+        load_artifact(path)
