@@ -18,8 +18,9 @@ PROFILE = REPO / "config" / "fastdds_loopback.xml"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-# A fresh domain per pytest run keeps concurrent runs (CI next to a developer) apart.
-os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
+# A fresh domain per pytest run keeps concurrent runs apart; `make` already picks one, and a
+# developer running several suites at once can pin distinct ids by exporting ROS_DOMAIN_ID.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
