@@ -1,5 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip warns once per configured local index that lacks a package: noise, not news.
+QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
@@ -19,9 +22,9 @@ setup: $(VENV)/.setup-done
 # torch is pinned and installed first so that nothing later resolves it to a CUDA build.
 $(VENV)/.setup-done: setup.py package.xml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e '.[ros,test]'
+	$(PY) -m pip install -q --upgrade pip setuptools wheel $(QUIET_PIP)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(QUIET_PIP)
+	$(PY) -m pip install -q -e '.[ros,test]' $(QUIET_PIP)
 	touch $@
 
 test: setup

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--stream-frames", type=int, default=48)
     args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="[demo] %(message)s")
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
