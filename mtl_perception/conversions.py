@@ -8,6 +8,7 @@ and count it instead of crashing.
 
 from __future__ import annotations
 
+import array
 from typing import Any
 
 import cv2
@@ -27,6 +28,8 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "32FC1": (np.dtype(np.float32), 1),
 }
 MAX_SIDE = 16384  # larger images are certainly corrupt headers, not cameras
+MAX_PIXELS = 64 * 1024 * 1024  # 64 MP: bigger frames are corrupt headers or decompression bombs
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
 
 class ImageConversionError(ValueError):
@@ -40,14 +43,15 @@ def _buffer(data: Any) -> np.ndarray:
 
 
 def image_to_array(msg: Any) -> np.ndarray:
-    """Image message -> array view [H, W] or [H, W, C] honouring step (row padding) and endianness."""
+    """Image message -> array view [H, W] or [H, W, C] honouring step (row padding) and byte order.
+    """
     enc = msg.encoding
     if enc not in ENCODINGS:
         raise ImageConversionError(f"unsupported encoding '{enc}' "
                                    f"(supported: {', '.join(sorted(ENCODINGS))})")
     dtype, channels = ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
+    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE) or h * w > MAX_PIXELS:
         raise ImageConversionError(f"invalid size {w}x{h}")
     row = w * channels * dtype.itemsize
     if step < row:
@@ -68,36 +72,50 @@ def encoding_size(h: int, step: int, row: int) -> int:
     return step * (h - 1) + row
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """Any supported colour/grey Image -> contiguous uint8 [H, W, 3] RGB (mono16 scaled to 8 bit)."""
+def image_to_rgb(msg: Any, contiguous: bool = True) -> np.ndarray:
+    """Any supported colour/grey Image -> uint8 [H, W, 3] RGB (mono16 as grey, top 8 bits).
+
+    rgb8 comes back as a view of the message buffer; with row padding that view is strided, and
+    `contiguous=False` keeps it so (OpenCV reads strided rows), saving a full-frame copy. Every
+    other encoding is converted by OpenCV straight from the (possibly padded) view: one pass.
+    """
     arr = image_to_array(msg)
     enc = msg.encoding
     if enc in ("rgb8", "8UC3"):
-        return np.ascontiguousarray(arr)
-    if enc == "bgr8":
-        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_BGR2RGB)
-    if enc == "rgba8":
-        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGBA2RGB)
-    if enc == "bgra8":
-        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_BGRA2RGB)
-    if enc in ("mono8", "8UC1"):
-        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_GRAY2RGB)
+        return np.ascontiguousarray(arr) if contiguous else arr
+    conversion = _TO_RGB.get(enc)
+    if conversion is not None:
+        return cv2.cvtColor(arr, conversion)
     if enc in ("mono16", "16UC1"):
-        grey = (arr >> 8).astype(np.uint8)
-        return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor((arr >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
     raise ImageConversionError(f"encoding '{enc}' is not a colour or grey image")
 
 
+_TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
+           "mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB}
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """CompressedImage (jpeg/png) -> uint8 [H, W, 3] RGB."""
+    """CompressedImage (jpeg/png, any image_transport format string) -> uint8 [H, W, 3] RGB.
+
+    The format string only gates what we accept (compressedDepth and video codecs are refused);
+    the decoder reads the real type from the bytes, so a mislabelled frame still decodes.
+    """
+    fmt = str(msg.format).lower()
+    if "compresseddepth" in fmt or (fmt and not any(f in fmt for f in COMPRESSED_FORMATS)):
+        raise ImageConversionError(f"unsupported compressed format '{msg.format}' "
+                                   "(supported: jpeg, png)")
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ImageConversionError("empty compressed image")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None:
+    if img is None or img.size == 0:
         raise ImageConversionError(f"cannot decode compressed image (format '{msg.format}', "
                                    f"{buf.size} bytes)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    h, w = img.shape[:2]
+    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+        raise ImageConversionError(f"invalid size {w}x{h}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second frame buffer
 
 
 def depth_image_to_metres(msg: Any) -> np.ndarray:
@@ -124,12 +142,102 @@ def fill_image(msg: Any, array: np.ndarray, encoding: str, header: Any | None = 
     msg.encoding = encoding
     msg.is_bigendian = 0 if isinstance(msg.is_bigendian, int) else False
     msg.step = int(array.shape[1] * channels * dtype.itemsize)
-    msg.data = _message_bytes(msg, array)
+    _store_bytes(msg, array)
     return msg
 
 
-def _message_bytes(msg: Any, array: np.ndarray) -> Any:
-    """rosbags wants a numpy uint8 array; rclpy accepts any bytes-like buffer cheaply."""
-    if isinstance(getattr(msg, "data", None), np.ndarray):
-        return array.reshape(-1).view(np.uint8)
-    return array.tobytes()
+def _store_bytes(msg: Any, array_: np.ndarray) -> None:
+    """Put the bytes of `array_` into msg.data with one copy at most.
+
+    rosbags messages hold numpy arrays (a view, no copy). rclpy messages hold an array.array that
+    the data setter copies again unless ROS_PYTHON_CHECK_FIELDS is set, so the bytes are written
+    into the message's own array.array in place instead of assigning a new one.
+    """
+    raw = np.ascontiguousarray(array_).reshape(-1).view(np.uint8)
+    data = getattr(msg, "data", None)
+    if isinstance(data, np.ndarray):
+        msg.data = raw
+    elif not isinstance(data, array.array):
+        msg.data = raw.tobytes()
+    elif len(data) == raw.size:
+        np.frombuffer(data, np.uint8)[:] = raw
+    else:
+        del data[:]
+        data.frombytes(raw)
+
+
+def writable_image(msg: Any, height: int, width: int, encoding: str) -> np.ndarray:
+    """A writable numpy view [H, W] / [H, W, C] onto an rclpy Image's own data buffer.
+
+    The node computes outputs straight into the message (cv2 `dst=`, numpy `out=`), so publishing
+    costs no extra copy; the buffer is reused while the size stays the same. rclpy serialises on
+    publish(), so the next frame may overwrite the buffer as soon as publish() returns.
+    """
+    dtype, channels = ENCODINGS[encoding]
+    step = width * channels * dtype.itemsize
+    nbytes = step * height
+    data = msg.data
+    if not isinstance(data, array.array) or len(data) != nbytes:
+        msg.data = array.array("B", bytes(nbytes))
+        data = msg.data  # the setter may store a copy: view what the message holds
+    msg.height, msg.width, msg.step = int(height), int(width), int(step)
+    msg.encoding = encoding
+    msg.is_bigendian = 0 if isinstance(msg.is_bigendian, int) else False
+    view = np.frombuffer(data, dtype=dtype)
+    return view.reshape(height, width, channels) if channels > 1 else view.reshape(height, width)
+
+
+# PointField datatypes (sensor_msgs/PointField constants) <-> numpy
+POINT_FIELD_TYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16),
+    5: np.dtype(np.int32), 6: np.dtype(np.uint32), 7: np.dtype(np.float32),
+    8: np.dtype(np.float64),
+}
+_NUMPY_TO_POINT_FIELD = {dt: code for code, dt in POINT_FIELD_TYPES.items()}
+
+
+def fill_pointcloud2(msg: Any, points: np.ndarray, header: Any, field_type: Any) -> Any:
+    """Structured array [N] -> unorganised PointCloud2 (height 1), fields in dtype order.
+
+    `field_type` is the PointField class of the message package in use (rclpy or rosbags).
+    """
+    dt = points.dtype
+    if dt.names is None:
+        raise ValueError("points must be a structured array (see pointcloud.POINT_DTYPE)")
+    fields = []
+    for name in dt.names:
+        fdt, offset = dt.fields[name][0], dt.fields[name][1]
+        fields.append(field_type(name=name, offset=int(offset),
+                                 datatype=_NUMPY_TO_POINT_FIELD[fdt.newbyteorder("=")],
+                                 count=1))
+    msg.header = header
+    msg.height, msg.width = 1, int(points.shape[0])
+    msg.fields = fields
+    msg.is_bigendian = False
+    msg.point_step = int(dt.itemsize)
+    msg.row_step = int(dt.itemsize * points.shape[0])
+    msg.is_dense = True  # invalid depths are left out, never written as NaN
+    raw = np.ascontiguousarray(points).view(np.uint8).reshape(-1)
+    _store_bytes(msg, raw)
+    return msg
+
+
+def pointcloud2_to_array(msg: Any) -> np.ndarray:
+    """PointCloud2 -> structured array [height * width] with the message's named fields."""
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        if f.datatype not in POINT_FIELD_TYPES:
+            raise ImageConversionError(f"point field '{f.name}' has unknown datatype {f.datatype}")
+        dt = POINT_FIELD_TYPES[f.datatype]
+        dt = dt.newbyteorder(">") if msg.is_bigendian else dt
+        names.append(f.name)
+        formats.append((dt, (int(f.count),)) if f.count > 1 else dt)
+        offsets.append(int(f.offset))
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                      "itemsize": int(msg.point_step)})
+    n = int(msg.width) * int(msg.height)
+    buf = _buffer(msg.data)
+    if buf.size < n * msg.point_step:
+        raise ImageConversionError(f"point cloud data has {buf.size} bytes, "
+                                   f"{n * msg.point_step} needed")
+    return np.frombuffer(buf[: n * msg.point_step].tobytes(), dtype=dtype)

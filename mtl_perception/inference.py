@@ -19,15 +19,26 @@ import torch
 from mtl_training.device import resolve_device
 from mtl_training.export import ArtifactError, load_artifact
 
-__all__ = ["ArtifactError", "Prediction", "Predictor", "resolve_device"]
+__all__ = ["ALL_OUTPUTS", "ArtifactError", "NonFiniteOutput", "Prediction", "Predictor",
+           "resolve_device"]
 
 
 @dataclass
 class Prediction:
-    labels: np.ndarray  # uint8 [H, W] (uint16 above 255 classes)
-    confidence: np.ndarray  # float32 [H, W] in [0, 1]
-    depth: np.ndarray  # float32 [H, W] metres
+    """Network outputs as numpy; a field is None when it was not asked for or the model lacks it."""
+
+    labels: np.ndarray | None  # uint8 [H, W] (uint16 above 256 classes)
+    confidence: np.ndarray | None  # float32 [H, W] in [0, 1]
+    depth: np.ndarray | None  # float32 [H, W] metres
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    network_rgb: np.ndarray | None = None  # uint8 [h, w, 3] the resized input, for colouring points
+
+
+class NonFiniteOutput(ValueError):
+    """The network produced NaN/inf for this frame (corrupt input or weights): drop the frame."""
+
+
+ALL_OUTPUTS = frozenset({"labels", "confidence", "depth"})
 
 
 _PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -37,7 +48,8 @@ class Predictor:
     def __init__(self, model_path: str | Path, device: str = "auto", precision: str = "fp32",
                  num_threads: int = 0) -> None:
         if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got '{precision}'")
+            raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, "
+                             f"got '{precision}'")
         self.device = resolve_device(device)
         if precision != "fp32" and self.device.type != "cuda":
             raise ValueError(f"precision {precision} needs a CUDA device (device is {self.device})")
@@ -55,17 +67,36 @@ class Predictor:
         self._inv_std = 1.0 / (np.asarray(inp["std"], np.float32) * 255.0)
         self._bgr_input = inp.get("channel_order", "rgb") == "bgr"
         self.max_depth = float(self.meta["depth"]["max"])
+        self._norm_buf: np.ndarray | None = None  # float32 [h, w, 3], reused every frame
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Tasks the network predicts ("seg", "depth"); single-task artifacts have one."""
+        return tuple(getattr(self.model, "tasks", ("seg", "depth")))
+
+    def resize_input(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] -> uint8 [h, w, 3] at the network size (a view when already there)."""
+        h, w = self.input_size
+        if rgb.shape[:2] == (h, w):
+            return rgb
+        interp = cv2.INTER_AREA if rgb.shape[0] > h else cv2.INTER_LINEAR
+        return cv2.resize(rgb, (w, h), interpolation=interp)
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """uint8 [H, W, 3] RGB -> float [1, 3, h, w] on the device."""
-        h, w = self.input_size
-        if rgb.shape[:2] != (h, w):
-            interp = cv2.INTER_AREA if rgb.shape[0] > h else cv2.INTER_LINEAR
-            rgb = cv2.resize(rgb, (w, h), interpolation=interp)
+        """uint8 [h, w, 3] RGB at the network size -> normalised float [1, 3, h, w] on the device.
+
+        Normalisation writes into one reused buffer (no per-frame allocation).
+        """
         if self._bgr_input:
             rgb = rgb[..., ::-1]
-        x = (rgb.astype(np.float32) - self._mean) * self._inv_std  # [h, w, 3]
+        if self._norm_buf is None or self._norm_buf.shape != rgb.shape:
+            self._norm_buf = np.empty(rgb.shape, np.float32)
+        x = self._norm_buf
+        np.subtract(rgb, self._mean, out=x, casting="unsafe")
+        np.multiply(x, self._inv_std, out=x)  # [h, w, 3]
         t = torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0)  # [1, 3, h, w] view, no copy
+        # One small NCHW copy (3 x h x w floats): the channels-last view would switch every conv
+        # to another kernel family and make the outputs non-contiguous.
         return t.to(self.device, non_blocking=True).contiguous()
 
     @torch.inference_mode()
@@ -76,38 +107,67 @@ class Predictor:
             return self.model(x)
 
     @torch.inference_mode()
-    def postprocess(self, out: dict[str, torch.Tensor], size: tuple[int, int] | None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """-> labels, confidence, depth at `size` (H, W) or at the network size if None."""
-        prob = torch.softmax(out["seg"][0].float(), dim=0)  # [C, h, w]
-        conf_t, labels_t = prob.max(dim=0)
-        dtype = np.uint8 if len(self.classes) <= 256 else np.uint16
-        labels = labels_t.cpu().numpy().astype(dtype)
-        conf = conf_t.cpu().numpy()
-        depth = out["depth"][0, 0].float().cpu().numpy()
-        if size is not None and size != labels.shape:
-            w, h = size[1], size[0]
-            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-            conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
-            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_LINEAR)
+    def postprocess(self, out: dict[str, torch.Tensor], size: tuple[int, int] | None,
+                    want: frozenset[str] | set[str] = ALL_OUTPUTS,
+                    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """-> labels, confidence, depth at `size` (H, W), or at the network size if None.
+
+        Only the outputs in `want` are computed (nobody subscribed to the rest). Confidence is the
+        top softmax probability, 1 / sum(exp(logit - max)), without materialising the softmax.
+        Non-finite network output raises NonFiniteOutput so the caller drops the frame.
+        """
+        labels = conf = depth = None
+        if "seg" in out and want & {"labels", "confidence"}:
+            logits = out["seg"][0].float()  # [C, h, w]
+            top, labels_t = logits.max(dim=0)  # [h, w]
+            if not bool(torch.isfinite(top).all()):
+                raise NonFiniteOutput("segmentation logits contain NaN/inf")
+            if "labels" in want:
+                labels = labels_t.to(torch.uint8 if len(self.classes) <= 256 else torch.int32)
+                labels = labels.cpu().numpy()
+                if labels.dtype != np.uint8:
+                    labels = labels.astype(np.uint16)
+            if "confidence" in want:
+                conf = (1.0 / torch.exp(logits - top).sum(dim=0)).cpu().numpy()
+        if "depth" in out and "depth" in want:
+            depth = out["depth"][0, 0].float().cpu().numpy()  # [h, w] metres
+            if not np.isfinite(depth).all():
+                raise NonFiniteOutput("depth contains NaN/inf")
+        if size is not None and size != self.input_size:
+            dsize = (size[1], size[0])
+            if labels is not None:
+                labels = cv2.resize(labels, dsize, interpolation=cv2.INTER_NEAREST)
+            if conf is not None:
+                conf = cv2.resize(conf, dsize, interpolation=cv2.INTER_LINEAR)
+            if depth is not None:
+                depth = cv2.resize(depth, dsize, interpolation=cv2.INTER_LINEAR)
         return labels, conf, depth
 
-    def predict(self, rgb: np.ndarray, output_resolution: str = "input") -> Prediction:
-        """One RGB frame -> Prediction, with per-stage timings for benchmarks and diagnostics."""
+    def predict(self, rgb: np.ndarray, output_resolution: str = "input",
+                want: frozenset[str] | set[str] = ALL_OUTPUTS) -> Prediction:
+        """One RGB frame -> Prediction, with per-stage timings for benchmarks and diagnostics.
+
+        Raises ValueError for a wrong array and NonFiniteOutput when the network yields NaN/inf.
+        """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected uint8 [H, W, 3] RGB, got {rgb.dtype} {rgb.shape}")
+        if output_resolution not in ("input", "network"):
+            raise ValueError(f"output_resolution must be input or network, got "
+                             f"'{output_resolution}'")
         t0 = time.perf_counter()
-        x = self.preprocess(rgb)
+        small = self.resize_input(rgb)
+        x = self.preprocess(small)
         t1 = time.perf_counter()
         out = self.forward(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
         size = rgb.shape[:2] if output_resolution == "input" else None
-        labels, conf, depth = self.postprocess(out, size)
+        labels, conf, depth = self.postprocess(out, size, want)
         t3 = time.perf_counter()
         return Prediction(labels, conf, depth,
-                          {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2})
+                          {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2},
+                          network_rgb=small)
 
     def warmup(self, runs: int = 2) -> None:
         """First calls pay for allocator and kernel selection; do it before the first frame."""

@@ -43,6 +43,7 @@ class DataConfig:
     depth_frames: list[int] | None = None  # explicit frame indices that keep depth
     pseudo_labels: str | None = None  # folder written by `mtl-train pseudo-label`
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels relative to ground truth
+    min_epoch_frames: int = 0  # repeat a small training set (a teacher's) to this many per epoch
     augment: bool = True  # horizontal flip + scale-crop in training
     num_workers: int = 0  # DataLoader workers
 
@@ -68,11 +69,15 @@ class LossConfig:
 
     depth_weight: float = 1.0  # alpha in CE + alpha * depth loss
     weighting: str = "equal"  # equal | uncertainty | gradnorm | dwa
-    gradnorm_alpha: float = 1.5
-    dwa_temperature: float = 2.0
+    gradnorm_alpha: float = 1.5  # GradNorm restoring-force strength (Chen et al.: 0.5..3)
+    gradnorm_lr: float = 0.025  # Adam learning rate of GradNorm's own task-weight update
+    dwa_temperature: float = 2.0  # DWA softmax temperature (Liu et al.: 2)
     xtc: bool = False  # cross-task consistency through task-transfer networks
-    xtc_lambda_seg: float = 0.01
-    xtc_lambda_depth: float = 0.01
+    xtc_lambda_seg: float = 0.01  # lambda_t of eq. 11 for seg (paper: 0.01 Cityscapes, 1e-4 NYU)
+    xtc_lambda_depth: float = 0.01  # lambda_t of eq. 11 for depth
+    xtc_mode: str = "consistency"  # consistency (target: detached direct prediction, label-free)
+    #                                | alignment (target: ground truth, labelled frames only)
+    xtc_channels: int = 64  # width of the task-transfer U-Nets' first level (paper: 64/128/256)
 
 
 @dataclass
@@ -103,7 +108,27 @@ class PseudoLabelConfig:
     tau: float = 0.9  # keep a pixel where the softmax confidence >= tau
     mode: str = "global"  # global | per_class
     per_class_quantile: float = 0.5  # per_class mode: class threshold = min(tau, this quantile)
+    depth_rel_tol: float = 0.05  # pseudo-depth: keep a pixel where |d - d_flipped| <= tol * d
     batch_size: int = 8
+
+
+@dataclass
+class BagConfig:
+    """Reading robot recordings (`mtl-train bag index|extract`, `mtl-replay`)."""
+
+    rgb_topic: str | None = None  # colour Image or CompressedImage topic; None = suggested by index
+    depth_topic: str | None = None  # depth Image (16UC1/mono16 mm, 32FC1 m); None = suggested
+    rgb_info_topic: str | None = None  # CameraInfo of the colour camera; None = matched by name
+    depth_info_topic: str | None = None  # CameraInfo of the depth camera; None = matched by name
+    label_topic: str | None = None  # optional Image of class ids used as segmentation ground truth
+    sync_tolerance: float = 0.15  # seconds: max |colour stamp - depth stamp| for a pair
+    min_gap: float = 0.0  # seconds between kept colour frames (0 = keep every paired frame)
+    stride: int = 1  # keep every N-th paired frame (applied after min_gap)
+    extrinsic: list[float] | None = None  # depth->colour [tx, ty, tz, qx, qy, qz, qw]:
+    #                                       p_colour = R p_depth + t; None = /tf_static or vendor tf
+    depth_scale: float | None = None  # metres per unit of 16-bit depth; None = 0.001 (REP 118)
+    classes: list[str] | None = None  # class names of the extracted dataset; None = synthetic world
+    val_every: int = 10  # every N-th extracted frame goes to the val split (0 = no val split)
 
 
 @dataclass
@@ -115,6 +140,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    bag: BagConfig = field(default_factory=BagConfig)  # recorded rosbags
     # Optional per-stage overrides (e.g. {"teacher": {"train": {"out_dir": ...}}}): applied by
     # `for_stage` so one YAML file can drive the teacher, pseudo-label and student steps.
     stages: dict[str, Any] = field(default_factory=dict)

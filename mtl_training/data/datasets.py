@@ -2,8 +2,9 @@
 
 A Sample (dict, after transforms) holds `image` float32 [3, H, W] normalised, `depth` float32
 [1, H, W] metres (0 = invalid), `seg` int64 [H, W] (255 = ignore), `has_seg` / `has_depth` bools,
-`seg_source` ("gt" | "pseudo" | "none") and `meta`. A missing label is flagged, not only filled with
-ignore values: losses, weighting and samplers need to see which frames carry which labels.
+`seg_source` / `depth_source` ("gt" | "pseudo" | "none") and `meta`. A missing label is
+flagged, not only filled with ignore values: losses, weighting and samplers need to see which
+frames carry which labels.
 """
 
 from __future__ import annotations
@@ -118,19 +119,86 @@ class MultiTaskDataset(Dataset):
 
         raw = self.source.frame(index)
         frame_id = str(raw.meta.get("frame_id", f"{index:06d}"))
+        pseudo_task = getattr(self.pseudo, "task", "seg")  # a store holds seg or depth labels
         seg, seg_source = None, "none"
         if raw.seg is not None and self.keep_seg[index]:
             seg, seg_source = raw.seg, "gt"
-        elif self.pseudo is not None:
+        elif self.pseudo is not None and pseudo_task == "seg":
             pl = self.pseudo.get(frame_id)
             if pl is not None:
                 seg, seg_source = pl, "pseudo"
-        depth = raw.depth if self.keep_depth[index] else None
+        depth, depth_source = None, "none"
+        if raw.depth is not None and self.keep_depth[index]:
+            depth, depth_source = raw.depth, "gt"
+        elif self.pseudo is not None and pseudo_task == "depth":
+            pd = self.pseudo.get(frame_id)
+            if pd is not None:
+                depth, depth_source = pd, "pseudo"
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = make_sample(raw.rgb, depth, seg, self.size, raw.K, self.augment, rng)
         sample["seg_source"] = seg_source
+        sample["depth_source"] = depth_source
         sample["meta"] = {"index": index, "frame_id": frame_id, **raw.meta}
         return sample
+
+
+def label_available(source: FrameSource, index: int, task: str) -> bool:
+    """Whether frame `index` of `source` carries the `task` label at all (before any hiding).
+
+    Cheap for indexed sources (folder datasets list their files); other sources load the frame.
+    """
+    entries = getattr(source, "frames", None)
+    if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
+        return bool(entries[index].get(task))
+    raw = source.frame(index)
+    return (raw.seg if task == "seg" else raw.depth) is not None
+
+
+class LabelledView(Dataset):
+    """The frames of a MultiTaskDataset that keep every label in `tasks`, optionally repeated.
+
+    A multi-modal teacher learns only from frames carrying both its input and its target
+    (METHOD.md A); with scarce labels that set is tiny, so `min_len` repeats it until one epoch
+    holds at least that many samples (otherwise an epoch is one step and validation dominates).
+    """
+
+    def __init__(self, base: MultiTaskDataset, tasks: Sequence[str], min_len: int = 0) -> None:
+        self.base = base
+        self.info = base.info
+        self.tasks = tuple(tasks)
+        keep = np.ones(len(base), bool)
+        for task in self.tasks:
+            if task not in ("seg", "depth"):
+                raise ValueError(f"Unknown task '{task}' (available: seg, depth)")
+            keep &= base.keep_seg if task == "seg" else base.keep_depth
+        idx = [i for i in np.flatnonzero(keep)
+               if all(label_available(base.source, int(i), t) for t in self.tasks)]
+        if not idx:
+            raise ValueError(f"no training frame keeps all of {', '.join(self.tasks)}: "
+                             "raise data.seg_fraction / data.depth_fraction")
+        reps = max(1, -(-min_len // len(idx)))  # ceil
+        self.indices = np.tile(np.asarray(idx, np.int64), reps)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.base[int(self.indices[index])]
+
+
+def training_view(dataset: Dataset, tasks: Sequence[str] = (), min_len: int = 0) -> Dataset:
+    """`dataset` limited to frames keeping `tasks`, repeated to `min_len` (no-op if neither)."""
+    if isinstance(dataset, LabelledView):
+        if set(tasks) <= set(dataset.tasks) and len(dataset) >= min_len:
+            return dataset
+        tasks = tuple(dict.fromkeys((*dataset.tasks, *tasks)))
+        dataset = dataset.base
+    if not tasks and min_len <= len(dataset):
+        return dataset
+    return LabelledView(dataset, tasks, min_len)
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

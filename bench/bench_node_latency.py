@@ -1,0 +1,226 @@
+"""Node latency vs the bare Predictor, at 640x480 input with the default student on CPU.
+
+The default student is the demo config's architecture (config/train/synthetic_demo.yaml, model
+section: ResNet-18 encoder, 7 classes, 96x128 network input) exported with RANDOM weights: the
+timing of a network does not depend on its weights. Frames are 640x480 rgb8; the network runs at
+its native 128x96 and outputs are resized back to 640x480 (output_resolution: input).
+
+Measured, all on one clock (time.perf_counter in this process):
+- bare: Predictor.predict(frame) in this process (resize + normalise + forward + argmax/softmax +
+  resize back), and its forward pass alone;
+- node end-to-end: PerceptionClient publishes an Image into a live `perception_node` process
+  (started with config/perception.yaml, as the launch file does) and waits until ~/semantic and
+  ~/depth have both arrived; one frame in flight at a time;
+- throughput: a 30 Hz stream for a few seconds, answered frames per second;
+- per-stage breakdown: the node's own /diagnostics (decode, preprocess, forward, postprocess,
+  publish) averaged over the measured frames.
+Bare and node rounds are interleaved, so background load on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "config" / "train" / "synthetic_demo.yaml"
+WIDTH, HEIGHT = 640, 480
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
+PER_ROUND = int(os.environ.get("BENCH_FRAMES", "10"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+STREAM_SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "6"))
+
+
+def default_student(path: Path) -> Path:
+    """The demo architecture with random weights, exported through the real artifact writer."""
+    import torch
+
+    from mtl_training.config import load_config
+    from mtl_training.export import build_metadata, write_artifact
+    from mtl_training.models.registry import build_model
+
+    cfg = load_config(DEMO_CONFIG)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    try:
+        from mtl_training.data.synthetic import CLASSES, PALETTE
+        classes, palette = list(CLASSES), [list(c) for c in PALETTE]
+    except ImportError:
+        n = cfg.model.num_classes
+        classes = [f"class{i}" for i in range(n)]
+        palette = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(n)]
+    meta = build_metadata(asdict(cfg.model), classes[: cfg.model.num_classes],
+                          palette[: cfg.model.num_classes], cfg.data.height, cfg.data.width,
+                          cfg.data.max_depth, {"dataset": "random weights (benchmark only)"})
+    return write_artifact(model, meta, path)
+
+
+def frames(n: int = 4) -> list[np.ndarray]:
+    """Smooth random 640x480 RGB frames (blocky, like real images compress)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 255, (HEIGHT // 16, WIDTH // 16, 3), dtype=np.uint8)
+        out.append(np.ascontiguousarray(np.repeat(np.repeat(small, 16, 0), 16, 1)))
+    return out
+
+
+class DiagnosticsLog:
+    """Keeps every /diagnostics status of the node under test."""
+
+    def __init__(self, node: Any, name: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.name = name
+        self.lock = threading.Lock()
+        self.entries: list[dict[str, str]] = []
+        self.sub = node.create_subscription(DiagnosticArray, "/diagnostics", self._on, 50)
+
+    def _on(self, msg: Any) -> None:
+        for st in msg.status:
+            if st.name == self.name:
+                with self.lock:
+                    self.entries.append({kv.key: kv.value for kv in st.values})
+
+    def snapshot(self) -> list[dict[str, str]]:
+        with self.lock:
+            return list(self.entries)
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values) * 1000.0
+    return {"p50": float(np.median(a)), "mean": float(a.mean()), "p90": float(np.percentile(a, 90)),
+            "n": int(a.size)}
+
+
+def run(results_dir: Path) -> dict[str, Any]:
+    import torch
+
+    from mtl_perception.inference import Predictor
+    from mtl_perception.replay import PerceptionClient, start_node, stop_node
+
+    torch.set_num_threads(THREADS)
+    work = results_dir / "node_latency_work"
+    work.mkdir(parents=True, exist_ok=True)
+    artifact = default_student(work / "default_student.safetensors")
+    imgs = frames()
+    predictor = Predictor(artifact, device="cpu", num_threads=THREADS)
+    predictor.warmup(5)
+
+    log = work / "node.log"
+    ns = "/bench"
+    proc = start_node(artifact, params={"device": "cpu", "num_threads": THREADS,
+                                        "warmup_runs": 5},
+                      params_file=REPO / "config" / "perception.yaml",
+                      remaps={"__ns": ns, "image": "/bench/camera/image_raw",
+                              "camera_info": "/bench/camera/camera_info"}, log_path=log)
+    bare_total, bare_forward, e2e, lost = [], [], [], 0
+    stream: dict[str, float] = {}
+    try:
+        with PerceptionClient(node_name=f"{ns}/mtl_perception",
+                              image_topic="/bench/camera/image_raw",
+                              outputs=("semantic", "depth"), queue_depth=1) as client:
+            diag = DiagnosticsLog(client.node, f"{ns}/mtl_perception: perception")
+            client.wait_until_connected(timeout=120)
+            stamp = 1_000_000_000
+            for _ in range(5):  # DDS discovery/first-message warm-up, not measured
+                stamp += 1_000_000
+                client.publish_rgb(imgs[0], stamp, "camera_optical")
+                client.wait_for(stamp, timeout=10)
+            diag_start = len(diag.snapshot())
+            for r in range(ROUNDS):
+                for i in range(PER_ROUND):
+                    pred = predictor.predict(imgs[i % len(imgs)])
+                    bare_total.append(sum(pred.timings.values()))
+                    bare_forward.append(pred.timings["forward"])
+                for i in range(PER_ROUND):
+                    stamp += 1_000_000
+                    client.publish_rgb(imgs[(i + r) % len(imgs)], stamp, "camera_optical")
+                    rec = client.wait_for(stamp, timeout=10)
+                    if rec is None:
+                        lost += 1
+                        continue
+                    e2e.append(max(rec.received_at.values()) - rec.sent_at)
+            time.sleep(1.5)  # let the last diagnostics window close
+            windows = [d for d in diag.snapshot()[diag_start:]
+                       if float(d.get("output_rate_hz", 0)) > 0]
+            stages = {}
+            for key in ("decode", "preprocess", "forward", "postprocess", "publish"):
+                vals = [float(d[f"{key}_ms"]) for d in windows if f"{key}_ms" in d]
+                weights = [float(d["output_rate_hz"]) for d in windows if f"{key}_ms" in d]
+                stages[key] = float(np.average(vals, weights=weights)) if vals else float("nan")
+            node_internal = [float(d["latency_mean_ms"]) for d in windows]
+
+            # Throughput: a 30 Hz camera for STREAM_SECONDS; count answered frames.
+            period = 1.0 / 30.0
+            first = stamp + 1_000_000
+            n_sent = int(STREAM_SECONDS * 30)
+            t0 = time.perf_counter()
+            for k in range(n_sent):
+                stamp += 1_000_000
+                client.publish_rgb(imgs[k % len(imgs)], stamp, "camera_optical")
+                next_t = t0 + (k + 1) * period
+                time.sleep(max(0.0, next_t - time.perf_counter()))
+            time.sleep(1.0)
+            with client.lock:
+                answered = [s for s, rec in client.frames.items()
+                            if s >= first and "semantic" in rec.outputs and "depth" in rec.outputs]
+            stream = {"sent": n_sent, "answered": len(answered),
+                      "input_hz": n_sent / (time.perf_counter() - 1.0 - t0),
+                      "output_hz": len(answered) / STREAM_SECONDS}
+    finally:
+        code = stop_node(proc)
+    if not e2e:
+        raise RuntimeError(f"node answered no frame (exit {code}); see {log}")
+
+    bare = _ms(bare_total)
+    fwd = _ms(bare_forward)
+    node = _ms(e2e)
+    ratio = node["p50"] / bare["p50"]
+    ratio_fwd = node["p50"] / fwd["p50"]
+    h, w = predictor.input_size
+    table = [
+        {"measure": "bare Predictor.predict (640x480 -> outputs at 640x480)", "p50 ms": bare["p50"],
+         "p90 ms": bare["p90"], "n": bare["n"]},
+        {"measure": f"  of which model forward ({w}x{h})", "p50 ms": fwd["p50"],
+         "p90 ms": fwd["p90"], "n": fwd["n"]},
+        {"measure": "node end-to-end (publish -> ~/semantic + ~/depth received)",
+         "p50 ms": node["p50"], "p90 ms": node["p90"], "n": node["n"]},
+        {"measure": "node internal (callback -> last publish), diagnostics",
+         "p50 ms": float(np.median(node_internal)) if node_internal else float("nan"),
+         "p90 ms": "", "n": len(node_internal)},
+        *({"measure": f"  node stage: {k}", "p50 ms": v, "p90 ms": "", "n": ""}
+          for k, v in stages.items()),
+        {"measure": "ratio end-to-end / bare predict (target <= 1.10)", "p50 ms": ratio,
+         "p90 ms": "", "n": ""},
+        {"measure": "ratio end-to-end / model forward only", "p50 ms": ratio_fwd, "p90 ms": "",
+         "n": ""},
+        {"measure": "throughput under a 30 Hz stream (frames/s answered)",
+         "p50 ms": stream.get("output_hz", float("nan")), "p90 ms": "",
+         "n": f"{stream.get('answered', 0)}/{stream.get('sent', 0)}"},
+    ]
+    return {
+        "title": (f"Default student (demo architecture, random weights, {w}x{h} network input) "
+                  f"on CPU, {THREADS} torch threads, 640x480 rgb8 frames; ms unless stated."),
+        "table": table,
+        "notes": [
+            "bare = Predictor.predict in the benchmark process: resize to the network size, "
+            "normalise, forward, argmax/confidence, resize outputs back to 640x480.",
+            "end-to-end = PerceptionClient publish -> both outputs received, same process clock, "
+            "real DDS (loopback) to a separate perception_node process, one frame in flight.",
+            "stages come from the node's /diagnostics; throughput counts frames answered with "
+            "both outputs while a 30 Hz stream runs (the node keeps only the newest frame).",
+            f"frames lost (no answer within 10 s): {lost}.",
+        ],
+        "bare_predict_ms": bare, "bare_forward_ms": fwd, "end_to_end_ms": node,
+        "ratio_end_to_end_over_bare_predict": ratio,
+        "ratio_end_to_end_over_forward": ratio_fwd,
+        "stages_ms": stages, "throughput": stream, "frames_lost": lost, "threads": THREADS,
+        "input": f"{WIDTH}x{HEIGHT} rgb8", "network_input": f"{w}x{h}",
+    }
