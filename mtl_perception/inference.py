@@ -109,8 +109,12 @@ class Predictor:
     @torch.inference_mode()
     def postprocess(self, out: dict[str, torch.Tensor], size: tuple[int, int] | None,
                     want: frozenset[str] | set[str] = ALL_OUTPUTS,
+                    dst: dict[str, np.ndarray] | None = None,
                     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """-> labels, confidence, depth at `size` (H, W), or at the network size if None.
+
+        `dst` may hold preallocated arrays of the final shape ("labels", "confidence", "depth"),
+        e.g. views of outgoing message buffers: results are written there, with no extra copy.
 
         Only the outputs in `want` are computed (nobody subscribed to the rest). Confidence is the
         top softmax probability, 1 / sum(exp(logit - max)), without materialising the softmax.
@@ -133,20 +137,34 @@ class Predictor:
             depth = out["depth"][0, 0].float().cpu().numpy()  # [h, w] metres
             if not np.isfinite(depth).all():
                 raise NonFiniteOutput("depth contains NaN/inf")
-        if size is not None and size != self.input_size:
-            dsize = (size[1], size[0])
-            if labels is not None:
-                labels = cv2.resize(labels, dsize, interpolation=cv2.INTER_NEAREST)
-            if conf is not None:
-                conf = cv2.resize(conf, dsize, interpolation=cv2.INTER_LINEAR)
-            if depth is not None:
-                depth = cv2.resize(depth, dsize, interpolation=cv2.INTER_LINEAR)
-        return labels, conf, depth
+        resize = size is not None and size != self.input_size
+        dst = dst or {}
+        results = []
+        for name, arr, interp in (("labels", labels, cv2.INTER_NEAREST),
+                                  ("confidence", conf, cv2.INTER_LINEAR),
+                                  ("depth", depth, cv2.INTER_LINEAR)):
+            target = dst.get(name)
+            if arr is None:
+                results.append(None)
+            elif resize:
+                dsize = (size[1], size[0])
+                if target is not None:
+                    results.append(cv2.resize(arr, dsize, dst=target, interpolation=interp))
+                else:
+                    results.append(cv2.resize(arr, dsize, interpolation=interp))
+            elif target is not None:
+                np.copyto(target, arr)
+                results.append(target)
+            else:
+                results.append(arr)
+        return results[0], results[1], results[2]
 
     def predict(self, rgb: np.ndarray, output_resolution: str = "input",
-                want: frozenset[str] | set[str] = ALL_OUTPUTS) -> Prediction:
+                want: frozenset[str] | set[str] = ALL_OUTPUTS,
+                dst: dict[str, np.ndarray] | None = None) -> Prediction:
         """One RGB frame -> Prediction, with per-stage timings for benchmarks and diagnostics.
 
+        `want` limits the outputs computed; `dst` receives them in place (see postprocess).
         Raises ValueError for a wrong array and NonFiniteOutput when the network yields NaN/inf.
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -163,7 +181,7 @@ class Predictor:
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
         size = rgb.shape[:2] if output_resolution == "input" else None
-        labels, conf, depth = self.postprocess(out, size, want)
+        labels, conf, depth = self.postprocess(out, size, want, dst)
         t3 = time.perf_counter()
         return Prediction(labels, conf, depth,
                           {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2},

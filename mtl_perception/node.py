@@ -311,6 +311,7 @@ class PerceptionNode(Node):
 
     def process(self, msg: Image | CompressedImage, received_at: float) -> None:
         """Decode, infer, publish one frame; bad frames are logged (throttled) and counted."""
+        t_start = time.perf_counter()
         want = self.wanted()
         if not any(want.values()):
             with self.lock:
@@ -343,8 +344,15 @@ class PerceptionNode(Node):
             need.add("depth")
         if not need and not want.get("camera_info"):
             return
+        # Outputs are computed straight into the outgoing messages' buffers.
+        dst = {}
+        if want.get("semantic"):
+            dst["labels"] = writable_image(self.out_msgs["semantic"], h, w, self.label_encoding)
+        for name in ("depth", "confidence"):
+            if want.get(name):
+                dst[name] = writable_image(self.out_msgs[name], h, w, "32FC1")
         try:
-            pred = self.predictor.predict(rgb, "network" if network else "input", need)
+            pred = self.predictor.predict(rgb, "network" if network else "input", need, dst)
         except (NonFiniteOutput, ValueError, cv2.error) as exc:
             self._reject(str(exc))
             return
@@ -353,7 +361,6 @@ class PerceptionNode(Node):
         header = msg.header
         if want.get("semantic"):
             out = self.out_msgs["semantic"]
-            np.copyto(writable_image(out, h, w, self.label_encoding), pred.labels)
             out.header = header
             self.pubs["semantic"].publish(out)
         if want.get("semantic_color"):
@@ -362,10 +369,9 @@ class PerceptionNode(Node):
                     out=writable_image(out, h, w, "rgb8"))
             out.header = header
             self.pubs["semantic_color"].publish(out)
-        for name, value in (("depth", pred.depth), ("confidence", pred.confidence)):
+        for name in ("depth", "confidence"):
             if want.get(name):
                 out = self.out_msgs[name]
-                np.copyto(writable_image(out, h, w, "32FC1"), value)
                 out.header = header
                 self.pubs[name].publish(out)
         if want.get("points"):
@@ -385,7 +391,8 @@ class PerceptionNode(Node):
             s.processed += 1
             s.window_processed += 1
             s.latencies.append(t3 - received_at)
-            stages = {"decode": t1 - t0, **pred.timings, "publish": t3 - t2}
+            stages = {"queue": t_start - received_at, "subscribers": t0 - t_start,
+                      "decode": t1 - t0, **pred.timings, "publish": t3 - t2}
             for k, v in stages.items():
                 s.stages.setdefault(k, []).append(v)
 

@@ -458,14 +458,17 @@ WARMUP_STAMP_NS = 1  # a stamp no recording uses: the warm-up frame is never sco
 
 
 def _warm_up(client: PerceptionClient, frame, timeout: float) -> None:
-    """Send the first frame under a private stamp until the node answers.
+    """Send the first frame (and its camera_info) under a private stamp until the node answers.
 
-    Subscription matching finishes on the node's side after ours, and the first inference is
-    slow; without this the first recorded frames would count as dropped."""
+    Subscription matching finishes on the node's side after ours, and first inference and first
+    publication are slow; without this the first recorded frames would count as dropped or
+    carry seconds of start-up in their latency."""
     header = client.make_header(WARMUP_STAMP_NS, frame.frame_id or "camera")
     img = fill_image(Image(), frame.rgb, "rgb8", header)
+    info = camera_info_msg(frame.K, frame.rgb.shape[0], frame.rgb.shape[1], header)
     deadline = time.monotonic() + max(timeout, 1.0) * 3
     while time.monotonic() < deadline:
+        client.info_pub.publish(info)  # first-use paths that need intrinsics (points) warm too
         client.publish_raw(img, WARMUP_STAMP_NS)
         if client.wait_for(WARMUP_STAMP_NS, REPLAY_OUTPUTS, timeout=1.0) is not None:
             with client.lock:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 from rosbags.highlevel import AnyReader
@@ -40,27 +41,91 @@ def bag_kind(path: Path) -> str:
     return {".bag": "ROS 1", ".mcap": "ROS 2 mcap", ".db3": "ROS 2 sqlite3"}.get(path.suffix, "?")
 
 
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+_MCAP_DATA_END, _MCAP_FOOTER = 0x0F, 0x02
+
+
+def recover_mcap(src: Path, dst: Path) -> str:
+    """Copy the complete records of an mcap file that was cut short (a recorder killed mid-write
+    leaves no summary, footer or end magic) and close the copy properly, so it can be read.
+
+    Returns a one-line description of what was dropped. Raises BagError when `src` is not mcap.
+    """
+    size = src.stat().st_size
+    with src.open("rb") as f:
+        if f.read(8) != MCAP_MAGIC:
+            raise BagError(f"cannot open bag {src}: not an mcap file")
+        pos = 8
+        while pos + 9 <= size:  # record: opcode u8, length u64, body
+            f.seek(pos)
+            head = f.read(9)
+            (length,) = struct.unpack("<Q", head[1:])
+            if head[0] in (_MCAP_DATA_END, _MCAP_FOOTER) or pos + 9 + length > size:
+                break
+            pos += 9 + length
+        f.seek(0)
+        with dst.open("wb") as out:
+            remaining = pos
+            while remaining:
+                chunk = f.read(min(remaining, 1 << 24))
+                out.write(chunk)
+                remaining -= len(chunk)
+            out.write(bytes([_MCAP_DATA_END]) + struct.pack("<Q", 4) + bytes(4))
+            out.write(bytes([_MCAP_FOOTER]) + struct.pack("<Q", 20) + bytes(20))
+            out.write(MCAP_MAGIC)
+    return f"file cut short: kept the first {pos} of {size} bytes (complete records only)"
+
+
+def _mcap_file(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.suffix == ".mcap" else None
+    files = sorted(path.glob("*.mcap")) if path.is_dir() else []
+    return files[0] if len(files) == 1 else None
+
+
 @contextmanager
-def open_bag(path: str | Path) -> Iterator[AnyReader]:
-    """An open AnyReader, or BagError('cannot open bag <path>: <reason>')."""
+def open_bag(path: str | Path, recover: bool = True) -> Iterator[AnyReader]:
+    """An open AnyReader, or BagError('cannot open bag <path>: <reason>').
+
+    A truncated mcap (no footer) is recovered into a temporary copy; the reader then carries
+    `mtl_recovered` (what was dropped), which callers report as a truncated bag.
+    """
     path = Path(path)
     if not path.exists():
         raise BagError(f"cannot open bag {path}: no such file or folder")
     if path.is_file() and path.suffix not in (".bag", ".mcap", ".db3"):
         raise BagError(f"cannot open bag {path}: expected a .bag, .mcap or .db3 file or a ROS 2 "
                        "bag folder")
-    try:
-        reader = AnyReader([path])
-        reader.open()
-    except Exception as exc:  # any failure on an untrusted file becomes one line
-        raise BagError(f"cannot open bag {path}: {_one_line(exc)}") from exc
-    try:
-        yield reader
-    finally:
+    with ExitStack() as stack:
         try:
-            reader.close()
-        except Exception as exc:  # closing a broken file must not mask the result
-            log.debug("closing %s: %s", path, exc)
+            reader = AnyReader([path])
+            reader.open()
+            recovered = None
+        except Exception as exc:  # any failure on an untrusted file becomes one line
+            mcap = _mcap_file(path) if recover else None
+            if mcap is None or "end magic" not in str(exc):
+                raise BagError(f"cannot open bag {path}: {_one_line(exc)}") from exc
+            tmp = Path(stack.enter_context(TemporaryDirectory(prefix="mtl_bag_recover_")))
+            recovered = recover_mcap(mcap, tmp / mcap.name)
+            try:
+                reader = AnyReader([tmp / mcap.name])
+                reader.open()
+            except Exception as exc2:  # the recovered prefix is unreadable too
+                raise BagError(f"cannot open bag {path}: {_one_line(exc)}; recovery failed: "
+                               f"{_one_line(exc2)}") from exc2
+            log.debug("%s: %s", path, recovered)  # callers report it with their summary
+        reader.mtl_recovered = recovered
+        try:
+            yield reader
+        finally:
+            _close(reader, path)
+
+
+def _close(reader: AnyReader, path: Path) -> None:
+    try:
+        reader.close()
+    except Exception as exc:  # closing a broken file must not mask the result
+        log.debug("closing %s: %s", path, exc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -182,9 +247,11 @@ def index_bag(path: str | Path) -> BagIndex:
                     bad[conn.topic] = bad.get(conn.topic, 0) + 1
         starts = [t.first_ns for t in topics.values() if t.first_ns is not None]
         ends = [t.last_ns for t in topics.values() if t.last_ns is not None]
+        if reader.mtl_recovered:
+            truncated.insert(0, reader.mtl_recovered)
         return BagIndex(path, bag_kind(path), min(starts, default=0), max(ends, default=0),
                         sum(t.count for t in topics.values()), topics, suggest_topics(topics),
-                        bad, truncated[0] if truncated else None)
+                        bad, "; ".join(truncated) if truncated else None)
 
 
 def _words(topic: str) -> str:

@@ -40,6 +40,9 @@ class SynthBagSpec:
     shuffle_stamps: bool = False  # record colour messages out of stamp order
     seed: int = 0
     start_s: float = 1000.0
+    # /tf_static colour -> depth optical frame (depth camera's pose in the colour frame):
+    # translation metres + quaternion (x, y, z, w); None = no tf (cameras co-located)
+    tf_static: tuple[float, ...] | None = None
 
 
 def _typestore(spec: SynthBagSpec):
@@ -128,6 +131,8 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
         if spec.camera_info:
             c_ri = writer.add_connection(RGB_INFO_TOPIC, info_t, typestore=ts)
             c_di = writer.add_connection(DEPTH_INFO_TOPIC, info_t, typestore=ts)
+        if spec.tf_static is not None:
+            _write_tf_static(writer, ts, ser, stamps[0], spec.tf_static, ros1)
         for n, i in enumerate(order):
             f, stamp = frames[i], stamps[i]
             t_rec = stamps[0] + n * int(spec.period_s * 1e9) + 5_000_000  # receive time
@@ -163,3 +168,20 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
                     ts, dstamp, "camera_depth_optical_frame", Kd, dh, dw, ros1), info_t))
     return {"stamps": stamps, "depth": [f.depth for f in frames], "seg": [f.seg for f in frames],
             "rgb": [f.rgb for f in frames], "K": K, "K_depth": Kd}
+
+
+def _write_tf_static(writer, ts, ser, stamp_ns: int, pose: tuple[float, ...], ros1: bool) -> None:
+    T = ts.types
+    tf_t = "tf2_msgs/msg/TFMessage"
+    if tf_t not in T:  # the noetic store has no tf2_msgs
+        from rosbags.typesys import get_types_from_msg
+
+        ts.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms", tf_t))
+    conn = writer.add_connection("/tf_static", tf_t, typestore=ts)
+    tr = T["geometry_msgs/msg/Transform"](
+        translation=T["geometry_msgs/msg/Vector3"](x=pose[0], y=pose[1], z=pose[2]),
+        rotation=T["geometry_msgs/msg/Quaternion"](x=pose[3], y=pose[4], z=pose[5], w=pose[6]))
+    stamped = T["geometry_msgs/msg/TransformStamped"](
+        header=_header(ts, stamp_ns, "camera_color_optical_frame", ros1),
+        child_frame_id="camera_depth_optical_frame", transform=tr)
+    writer.write(conn, stamp_ns, ser(T[tf_t](transforms=[stamped]), tf_t))

@@ -97,10 +97,15 @@ class BagReport:
     written: int = 0
     bad: dict[str, int] = field(default_factory=dict)  # undecodable messages per topic
     truncated: str | None = None
-    registration: str = "none"
+    registration: str = "nothing new decoded"
     extrinsic_source: str = "-"
+    extrinsic: list[list[float]] | None = None  # T_colour_depth [4, 4] used for registration
     depth_scale: float = 0.001
     up_to_date: bool = False
+
+    def stream_error(self, reason: str) -> None:
+        """Reading stopped early (a damaged file): what was read so far is kept."""
+        self.truncated = f"{self.truncated}; {reason}" if self.truncated else reason
 
     def bad_message(self, topic: str) -> None:
         self.bad[topic] = self.bad.get(topic, 0) + 1
@@ -109,7 +114,7 @@ class BagReport:
         if self.up_to_date:
             return f"{self.bag}: up to date ({self.existing} frames already extracted)"
         text = (f"{self.bag}: {self.colour_messages} colour / {self.depth_messages} depth "
-                f"messages -> {self.planned} pairs ({self.unpaired} colour frames without depth "
+                f"messages -> {self.planned} pair(s) ({self.unpaired} colour frames without depth "
                 f"in tolerance, {self.thinned} thinned by min_gap/stride); "
                 f"{self.written} written, {self.existing} already extracted; "
                 f"depth: {self.registration}")
@@ -216,8 +221,10 @@ def _extrinsic(cfg: BagConfig, cal: _Calibration, topics: dict[str, str | None],
             return T, f"/tf_static {depth_frame} -> {colour_frame}"
     cs, ds = _vendor_stream(topics["rgb"]), _vendor_stream(topics["depth"])
     if cs in cal.vendor_tf and ds in cal.vendor_tf:
-        # the SDK stores each stream's pose in the device's reference frame (tf convention)
-        T = invert(cal.vendor_tf[cs]) @ cal.vendor_tf[ds]
+        # The SDK stores each stream's extrinsic FROM the device's reference stream (depth):
+        # p_stream = T_s p_reference, so p_colour = T_c inv(T_d) p_depth. Checked on the sample
+        # recording: depth edges line up with colour edges this way and not with the inverse.
+        T = cal.vendor_tf[cs] @ invert(cal.vendor_tf[ds])
         return T, f"RealSense tf topics ({ds.split('/')[-1]} -> {cs.split('/')[-1]})"
     return None, "none found (cameras assumed co-located; set bag.extrinsic)"
 
@@ -328,6 +335,7 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
     """
     path = Path(path)
     with open_bag(path) as reader:
+        report.truncated = reader.mtl_recovered
         topics = resolve_topics(reader, cfg, path)
         report.topics = dict(topics)
         cal = _read_calibration(reader, topics, report)
@@ -347,6 +355,8 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
             if conn.topic not in frame_ids:
                 with contextlib.suppress(Exception):  # a bad message is counted in pass 2
                     frame_ids[conn.topic] = reader.deserialize(raw, conn.msgtype).header.frame_id
+        if not topics["depth"]:
+            report.registration = "no depth topic (frames without depth)"
         report.colour_messages = len(stamps.get(topics["rgb"], []))
         report.depth_messages = len(stamps.get(topics["depth"], [])) if topics["depth"] else 0
         if topics["depth"]:
@@ -368,6 +378,12 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
         todo = {c: d for c, d in pairs if c not in skip_stamps}
         report.existing = len(pairs) - len(todo)
         label_for = {c: _nearest(labels, c, tol) for c in todo} if labels else {}
+        scale = cfg.depth_scale or cal.depth_units or 0.001
+        report.depth_scale = scale
+        colour_frame = frame_ids.get(topics["rgb"], "")
+        depth_frame = frame_ids.get(topics["depth"], "") if topics["depth"] else ""
+        T, report.extrinsic_source = _extrinsic(cfg, cal, topics, colour_frame, depth_frame)
+        report.extrinsic = None if T is None else T.tolist()
         if not todo:
             return
         depth_users: dict[int, int] = {}
@@ -376,11 +392,6 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                 depth_users[d] = depth_users.get(d, 0) + 1
         wanted_labels = {v for v in label_for.values() if v is not None}
 
-        scale = cfg.depth_scale or cal.depth_units or 0.001
-        report.depth_scale = scale
-        colour_frame = frame_ids.get(topics["rgb"], "")
-        depth_frame = frame_ids.get(topics["depth"], "") if topics["depth"] else ""
-        T, report.extrinsic_source = _extrinsic(cfg, cal, topics, colour_frame, depth_frame)
         K_c = cal.rgb_info.K if cal.rgb_info else None
         K_d = cal.depth_info.K if cal.depth_info else None
 
@@ -388,7 +399,7 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
         depth_buf: dict[int, np.ndarray] = {}
         label_buf: dict[int, np.ndarray] = {}
         register: bool | None = None
-        for conn, _, raw in safe_messages(reader, conns, lambda e: setattr(report, "truncated", e)):
+        for conn, _, raw in safe_messages(reader, conns, report.stream_error):
             try:
                 stamp = stamp_of(raw)
             except (ValueError, IndexError):
@@ -542,7 +553,11 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
         bar.close()
         sources[key] = {"path": str(bag), "signature": signature, "settings": settings,
                         "topics": report.topics, "complete": report.truncated is None,
-                        "frames": report.written + report.existing}
+                        "frames": report.written + report.existing,
+                        "registration": (prev or {}).get("registration", report.registration)
+                        if report.written == 0 else report.registration,
+                        "extrinsic": report.extrinsic,
+                        "bad_messages": report.bad, "truncated": report.truncated}
         entries.sort(key=lambda e: (e["meta"].get("bag_key", ""), e["meta"].get("stamp_ns", 0)))
         _write(out, info, entries, cfg.val_every, sources)
         reports.append(report)
@@ -552,7 +567,8 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
     splits = _splits(entries, cfg.val_every)
     totals = {"frames": len(entries), "written": written, "seconds": seconds,
               "fps": written / seconds if seconds > 0 else 0.0,
-              "train": len(splits.get("train", entries)), "val": len(splits.get("val", []))}
+              "train": len(splits.get("train", entries)), "val": len(splits.get("val", entries)),
+              "held_out": bool(splits)}
     return reports, totals
 
 
@@ -652,9 +668,10 @@ def _run_bag(args) -> int:
                                   progress=sys.stderr.isatty())
         for r in reports:
             print(r.summary())
-        print(f"dataset {args.out}: {totals['frames']} frames (train {totals['train']}, "
-              f"val {totals['val']}); wrote {totals['written']} in {totals['seconds']:.1f} s "
-              f"({totals['fps']:.1f} frames/s)")
+        split = (f"train {totals['train']}, val {totals['val']}" if totals["held_out"] else
+                 "too few for a held-out split: train and val read all of them")
+        print(f"dataset {args.out}: {totals['frames']} frames ({split}); wrote "
+              f"{totals['written']} in {totals['seconds']:.1f} s ({totals['fps']:.1f} frames/s)")
         return 0
     except BagError as exc:
         raise UserError(str(exc)) from exc

@@ -208,7 +208,26 @@ def render_report(results: dict[str, dict[int, dict]], variants: list[Variant],
     lines += ["## Results", "", markdown_table(rows), ""]
     lines += _paired_section(results)
     lines += ["## Reading", "", *_reading(results, variants), ""]
+    lines += ["## Scope and caveats", "", *_CAVEATS, ""]
     return "\n".join(lines)
+
+
+_CAVEATS = [
+    "- Scale: a few hundred frames and a few epochs from scratch on one shared CPU core; the "
+    "networks are far from converged, so absolute numbers say little and even rows that differ "
+    "only slightly (XTC with λ = 0.01 changes each task's loss by about 1 %) end on visibly "
+    "different trajectories. Read paired, sign-consistent differences, not single cells. "
+    "`--scale 8` on a GPU gives the same study at a size where the paper's effects could show.",
+    "- Not in the table: DWA (`loss.weighting=dwa`; implemented and unit-tested), MT-Net with "
+    "GradNorm, and XTasC-Net trained with the teacher's pseudo-labels (METHOD.md A). The keys "
+    "compose (`--set data.pseudo_labels=runs/pseudo --set loss.xtc=true` on the student stage of "
+    "`config/train/synthetic_imbalanced.yaml`; test/unit/test_train.py trains XTC on "
+    "pseudo-labelled frames), "
+    "but a teacher and a pseudo-labelling pass per seed did not fit this sweep's CPU budget. "
+    "The 10 % rows show the label-free consistency term alone on the same label budget.",
+    "- Δm uses the four metrics of the paper (mIoU, pixel accuracy, abs err, rel err); rmse and "
+    "δ<1.25 are in each run's `result.json` and `metrics.jsonl`.",
+]
 
 
 _PAIRS = (("mt_equal", "xtc_equal", "equal, all labels"),

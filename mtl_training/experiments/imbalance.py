@@ -173,11 +173,23 @@ class Study:
         self._record({"key": key, "kind": "student", "seed": seed, "ratio": ratio,
                       **(extra or {}), **res})
 
-    def teacher(self, key: str, seed: int, ratio: float, aux: str) -> Path:
+    def teacher(self, key: str, seed: int, ratio: float, aux: str) -> Path | None:
+        """The teacher's run dir, trained once per (seed, ratio, direction); None if it cannot
+        be trained (no frame keeps both labels at a tiny --scale)."""
         run_dir = self.out / key
         if key in self.results and (run_dir / "last.pt").is_file():
             return run_dir
-        res = self._train(_config(self.plan, seed, ratio, run_dir, "teacher", aux), seed, ratio)
+        if self.results.get(key, {}).get("skipped"):
+            return None
+        try:
+            res = self._train(_config(self.plan, seed, ratio, run_dir, "teacher", aux), seed,
+                              ratio)
+        except ValueError as exc:
+            if "no training frame keeps" not in str(exc):
+                raise
+            self._record({"key": key, "kind": "teacher", "aux": aux, "seed": seed,
+                          "ratio": ratio, "skipped": str(exc)})
+            return None
         (run_dir / "best.pt").unlink(missing_ok=True)  # pseudo-labels use the last epoch
         self._record({"key": key, "kind": "teacher", "aux": aux, "seed": seed, "ratio": ratio,
                       **res})
@@ -193,14 +205,17 @@ class Study:
         if key in self.results:
             return
         teacher_dir = self.teacher(f"s{seed}/r{ratio}/teacher_{aux}", seed, ratio, aux)
+        if teacher_dir is None:
+            return
         teacher = load_teacher(teacher_dir, "last")
         cfg = PseudoLabelConfig(tau=tau, mode=mode, batch_size=16)
         train_set, _ = self.world(seed).datasets(ratio)
         t0 = time.time()
         cache = self.caches.setdefault(str(teacher_dir), {})
-        summary = run_pseudo_label(teacher, train_set, self.out / key / "pseudo", cfg,
-                                   overwrite=True, progress=False, cache=cache)
-        store = PseudoLabelStore(self.out / key / "pseudo")
+        pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
+        summary = run_pseudo_label(teacher, train_set, pseudo_dir, cfg, overwrite=True,
+                                   progress=False, cache=cache)
+        store = PseudoLabelStore(pseudo_dir)
         self.student(key, seed, ratio, store, {
             "arm": arm, "tau": tau if aux == "depth" else None, "mode": mode,
             "pseudo": summary, "pseudo_s": time.time() - t0})
@@ -290,8 +305,8 @@ def _teacher_table(study: Study) -> list[str]:
         both = int((choose_subset(n, ratio, seed=0, salt=1)
                     & choose_subset(n, DEPTH_FRACTION, seed=0, salt=2)).sum())
         for aux, name in (("depth", "RGB+depth → seg"), ("seg", "RGB+seg → depth")):
-            runs = [study.results[k] for s in study.seeds
-                    if (k := f"s{s}/r{ratio}/teacher_{aux}") in study.results]
+            runs = [r for s in study.seeds
+                    if (r := study.results.get(f"s{s}/r{ratio}/teacher_{aux}", {})).get("val")]
             if not runs:
                 continue
             m = [flatten(r["val"]) for r in runs]
@@ -304,8 +319,8 @@ def _teacher_table(study: Study) -> list[str]:
 
 
 def _pseudo_table(study: Study) -> list[str]:
-    lines = ["| pseudo-labels (10 % seg labels) | coverage | kept-pixel accuracy | coverage of the "
-             "rarest class | student mIoU | mIoU gain vs UMMT | Δm vs UMMT (%) |",
+    lines = ["| pseudo-labels (10 % seg labels) | coverage | kept-pixel accuracy | lowest "
+             "per-class coverage | student mIoU | mIoU gain vs UMMT | Δm vs UMMT (%) |",
              "|---|---|---|---|---|---|---|"]
     rows = [(f"τ = {tau}", f"ps_tau{tau}") for tau in TAUS]
     rows.append(("per-class (min(0.9, class median))", "ps_per_class"))
@@ -314,16 +329,15 @@ def _pseudo_table(study: Study) -> list[str]:
         if not runs:
             continue
         ps = [r["pseudo"] for r in runs.values()]
-        rare = []
+        worst = []  # the worst-served predicted class: where a global tau starves rare classes
         for p in ps:
-            pcc = {k: v for k, v in (p.get("per_class_coverage") or {}).items() if v is not None}
-            share = p.get("per_class_share_of_kept") or {}
-            if pcc:  # the class the teacher predicts least often
-                rare.append(pcc[min(pcc, key=lambda c: share.get(c, 0.0) or 0.0)])
+            pcc = [v for v in (p.get("per_class_coverage") or {}).values() if v is not None]
+            if pcc:
+                worst.append(min(pcc))
         gains, dms = _paired(study, SWEEP_RATIO, tag)
         lines.append(
             f"| {name} | {_ms([p['coverage'] for p in ps])} | "
-            f"{_ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {_ms(rare)} | "
+            f"{_ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {_ms(worst)} | "
             f"{_ms([flatten(r['val'])['miou'] for r in runs.values()])} | "
             f"{_ms(gains, '+.3f')} | {_ms(dms, '+.1f')} |")
     pd = _students(study, SWEEP_RATIO, "pd")
@@ -370,7 +384,7 @@ def write_report(study: Study, finished: bool = False) -> None:
     p = study.plan
     cmd = COMMAND.format(seeds=len(study.seeds), scale=p.scale)
     steps_student = [r["steps"] for r in units if r["kind"] == "student"]
-    steps_teacher = [r["steps"] for r in units if r["kind"] == "teacher"]
+    steps_teacher = [r["steps"] for r in units if r["kind"] == "teacher" and "steps" in r]
     lines = [
         "# Imbalanced labels: teacher pseudo-labels vs scarce labels alone",
         "",

@@ -82,7 +82,7 @@ def test_extract_gives_metric_depth_for_each_encoding_and_storage(tmp_path, caps
     out = tmp_path / "ds"
     rc, text, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(out))
     assert rc == 0, err
-    assert "4 pairs" in text and "4 written" in text
+    assert "4 pair(s)" in text and "4 written" in text
     src = FolderSource(out)
     assert len(src) == 4
     for i in range(len(src)):
@@ -179,6 +179,23 @@ def test_static_transform_chain_lookup():
     assert tf.lookup("color", "elsewhere") is None
 
 
+@pytest.mark.parametrize("storage", ["mcap", "ros1"])
+def test_extrinsic_from_tf_static_moves_depth(tmp_path, storage):
+    plain, _ = write(tmp_path, "plain", storage=storage, depth_scale=2, frames=1)
+    moved, _ = write(tmp_path, "moved", storage=storage, depth_scale=2, frames=1,
+                     tf_static=(0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    report = BagReport(str(moved))
+    (a,) = read_synced_frames(plain, BagConfig(), BagReport(str(plain)))
+    (b,) = read_synced_frames(moved, BagConfig(), report)
+    assert report.extrinsic_source == ("/tf_static camera_depth_optical_frame -> "
+                                       "camera_color_optical_frame")
+    # the depth camera sits 0.2 m to the colour camera's right: its points appear shifted right
+    # in the colour image, so the leftmost columns lose their depth
+    cols_a = (a.depth > 0).mean(axis=0)
+    cols_b = (b.depth > 0).mean(axis=0)
+    assert cols_a[:3].mean() > 0.8 and cols_b[:3].mean() < 0.2
+
+
 def test_extrinsic_from_config_is_used(tmp_path):
     bag, _ = write(tmp_path, depth_scale=2, frames=1)
     report = BagReport(str(bag))
@@ -256,13 +273,35 @@ def test_undecodable_messages_are_skipped_counted_and_reported(tmp_path, capsys)
     assert len(read_index(out)["frames"]) == 3
 
 
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3", "ros1"])
-def test_truncated_bag_fails_with_one_line_naming_it(tmp_path, capsys, storage):
-    bag, _ = write(tmp_path, storage=storage, frames=6)
+def _truncate(bag: Path, fraction: float) -> None:
     files = [bag] if bag.is_file() else [f for f in bag.iterdir() if f.suffix != ".yaml"]
     size = files[0].stat().st_size
     with open(files[0], "r+b") as fh:
-        fh.truncate(int(size * 0.6))
+        fh.truncate(int(size * fraction))
+
+
+def test_truncated_mcap_keeps_complete_records_and_says_so(tmp_path, capsys):
+    # a recorder killed mid-write: no summary, no footer; 30 frames span 3 chunks of ~1 MiB
+    bag, gt = write(tmp_path, storage="mcap", frames=30, height=120, width=160)
+    _truncate(bag, 0.6)
+    out = tmp_path / "ds"
+    rc, text, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(out))
+    assert rc == 0, err
+    assert "bag truncated: reading stopped early (file cut short" in text
+    index = read_index(out)
+    n = len(index["frames"])
+    assert 0 < n < 30 and f"{n} written" in text
+    assert not index["bags"][next(iter(index["bags"]))]["complete"]
+    src = FolderSource(out)
+    for i in range(n):  # what was kept is intact
+        f = src.frame(i)
+        np.testing.assert_array_equal(f.rgb, gt["rgb"][gt["stamps"].index(f.meta["stamp_ns"])])
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "ros1"])
+def test_truncated_bag_fails_with_one_line_naming_it(tmp_path, capsys, storage):
+    bag, _ = write(tmp_path, storage=storage, frames=6)
+    _truncate(bag, 0.6)
     out = tmp_path / "ds"
     rc, _text, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(out))
     assert rc == 2
@@ -309,7 +348,7 @@ def test_realsense_index_and_extract(tmp_path, capsys, kind):
     out = tmp_path / "ds"
     rc, text, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(out))
     assert rc == 0, err
-    assert "1 colour / 2 depth messages -> 1 pairs" in text
+    assert "1 colour / 2 depth messages -> 1 pair(s)" in text
     assert "registered into colour" in text
     if kind == "ros1":
         assert "RealSense tf topics (Depth_0 -> Color_0)" in text
@@ -320,3 +359,41 @@ def test_realsense_index_and_extract(tmp_path, capsys, kind):
     assert valid.mean() > 0.9
     assert 0.3 < np.median(f.depth[valid]) < 3.3 and f.depth.max() < 3.3
     np.testing.assert_allclose(f.K[0, 0], 613.2, atol=0.1)
+
+
+def _edge_agreement(depth: np.ndarray, rgb: np.ndarray) -> float:
+    """Correlation of depth and colour gradient magnitudes (higher = better aligned)."""
+    import cv2
+
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (5, 5), 0)
+    gc = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    dd = cv2.GaussianBlur(depth, (5, 5), 0)
+    gd = np.hypot(cv2.Sobel(dd, cv2.CV_32F, 1, 0), cv2.Sobel(dd, cv2.CV_32F, 0, 1))
+    gd[~(cv2.erode((depth > 0).astype(np.uint8), np.ones((7, 7))) > 0)] = 0
+    a, b = gd[20:-20, 40:-40].ravel(), gc[20:-20, 40:-40].ravel()
+    return float(np.mean((a - a.mean()) / a.std() * (b - b.mean()) / b.std()))
+
+
+@needs_realsense
+def test_realsense_extrinsic_direction_aligns_depth_with_colour():
+    from mtl_training.data.bag_registration import invert
+
+    bag = REALSENSE / RS_BAGS["ros1"]
+    report = BagReport(str(bag))
+    (f,) = read_synced_frames(bag, BagConfig(), report)
+    assert report.extrinsic_source.startswith("RealSense tf topics")
+    T = np.asarray(report.extrinsic)
+    scores = {}
+    for name, ext in (("chosen", T), ("identity", np.eye(4)), ("inverse", invert(T))):
+        q = _quaternion(ext)
+        (g,) = read_synced_frames(bag, BagConfig(extrinsic=[*ext[:3, 3], *q]), BagReport("x"))
+        scores[name] = _edge_agreement(g.depth, g.rgb)
+    np.testing.assert_allclose(_edge_agreement(f.depth, f.rgb), scores["chosen"], atol=1e-6)
+    assert scores["chosen"] > scores["identity"] > scores["inverse"], scores
+
+
+def _quaternion(T: np.ndarray) -> list[float]:
+    R = T[:3, :3]
+    w = np.sqrt(max(0.0, 1 + R[0, 0] + R[1, 1] + R[2, 2])) / 2
+    return [(R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
+            (R[1, 0] - R[0, 1]) / (4 * w), w]

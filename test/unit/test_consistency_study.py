@@ -1,0 +1,24 @@
+"""The consistency study's bookkeeping: Delta_m against the same seed's single-task pair."""
+
+import pytest
+
+from mtl_training.experiments.consistency import _variants, render_report, row_deltas, st_reference
+
+
+def _res(miou, acc, abs_err, rel):
+    return {"metrics": {"miou": miou, "pixel_acc": acc, "abs_err": abs_err, "rel_err": rel},
+            "train_time_s": 10.0, "time_s": 11.0}
+
+
+def test_st_reference_takes_seg_from_seg_net_and_depth_from_depth_net():
+    results = {"st_seg": {0: _res(0.5, 0.8, 9.0, 9.0)}, "st_depth": {0: _res(0.0, 0.0, 1.0, 0.2)},
+               "mt_equal": {0: _res(0.55, 0.8, 1.0, 0.2), 1: _res(0.9, 0.9, 0.1, 0.1)}}
+    assert st_reference(results, 0) == {"miou": 0.5, "pixel_acc": 0.8, "abs_err": 1.0,
+                                        "rel_err": 0.2}
+    assert st_reference(results, 1) is None  # seed 1 has no ST pair yet: no Delta_m for it
+    assert row_deltas(results, "mt_equal") == {0: pytest.approx(100 * 0.1 / 4)}
+    page = render_report(results, _variants(), {
+        "command": "mtl-train experiment consistency", "machine": "test", "finished": "now",
+        "runs": 4, "wall_min": 1.0, "val_frames": 4, "setup": "tiny"})
+    assert "| Base MT-Net | equal | all | 0.7250 ± 0.2475 |" in page
+    assert "+2.50 |" in page and "## Reading" in page
