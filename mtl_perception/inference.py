@@ -27,7 +27,7 @@ __all__ = ["ALL_OUTPUTS", "ArtifactError", "NonFiniteOutput", "Prediction", "Pre
 class Prediction:
     """Network outputs as numpy; a field is None when it was not asked for or the model lacks it."""
 
-    labels: np.ndarray | None  # uint8 [H, W] (uint16 above 256 classes)
+    labels: np.ndarray | None  # uint8 [H, W]; uint16 above 255 classes (255 = ignore)
     confidence: np.ndarray | None  # float32 [H, W] in [0, 1]
     depth: np.ndarray | None  # float32 [H, W] metres
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -127,7 +127,7 @@ class Predictor:
             if not bool(torch.isfinite(top).all()):
                 raise NonFiniteOutput("segmentation logits contain NaN/inf")
             if "labels" in want:
-                labels = labels_t.to(torch.uint8 if len(self.classes) <= 256 else torch.int32)
+                labels = labels_t.to(torch.uint8 if len(self.classes) <= 255 else torch.int32)
                 labels = labels.cpu().numpy()
                 if labels.dtype != np.uint8:
                     labels = labels.astype(np.uint16)

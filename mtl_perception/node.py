@@ -170,7 +170,7 @@ class PerceptionNode(Node):
         self.stats = Stats()
         self.lock = threading.Lock()
         self.palette = np.asarray(self.predictor.palette, np.uint8)[: len(self.predictor.classes)]
-        self.label_encoding = "mono8" if len(self.predictor.classes) <= 256 else "16UC1"
+        self.label_encoding = "mono8" if len(self.predictor.classes) <= 255 else "16UC1"
         self.cloud_builder = PointCloudBuilder()
         self.camera_info: CameraInfo | None = None
         self.out_msgs = {name: Image() for name in ("semantic", "semantic_color", "depth",
@@ -342,7 +342,10 @@ class PerceptionNode(Node):
             need.add("confidence")
         if want.get("depth") or want.get("points"):
             need.add("depth")
-        if not need and not want.get("camera_info"):
+        if not need:  # only ~/camera_info is wanted (or nothing left): no inference at all
+            if want.get("camera_info"):
+                self.pubs["camera_info"].publish(scaled_camera_info(self.camera_info,
+                                                                    msg.header, intr))
             return
         # Outputs are computed straight into the outgoing messages' buffers.
         dst = {}

@@ -230,10 +230,10 @@ class Study:
         others = [r for r in RATIOS if r != SWEEP_RATIO]
         steps: list[tuple[str, float, Any]] = [
             ("ummt", SWEEP_RATIO, None), ("ps", SWEEP_RATIO, MAIN_TAU), ("pd", SWEEP_RATIO, None)]
-        for ratio in others:
-            steps += [("ummt", ratio, None), ("ps", ratio, MAIN_TAU)]
         steps += [("ps", SWEEP_RATIO, tau) for tau in TAUS if tau != MAIN_TAU]
         steps += [("ps_class", SWEEP_RATIO, MAIN_TAU)]
+        for ratio in others:
+            steps += [("ummt", ratio, None), ("ps", ratio, MAIN_TAU)]
         steps += [("pd", ratio, None) for ratio in others]
         for what, ratio, tau in steps:
             for seed in self.seeds:

@@ -269,6 +269,8 @@ def _bad_images() -> dict[str, object]:
                                data=b"\x00" * 1000)
     cases["step smaller than a row"] = Image(height=H, width=W, encoding="rgb8", step=W,
                                              data=bytes(good.data))
+    nan = np.full((H, W), np.nan, np.float32)
+    cases["float image full of NaN"] = _padded(nan, "32FC1", 0)
     return cases
 
 

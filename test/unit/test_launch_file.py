@@ -63,3 +63,16 @@ def test_params_file_matches_node_parameters_with_a_comment_per_key():
     for line in PARAMS_FILE.read_text().splitlines():
         if re.match(r"\s+\w+:\s*\S", line) and "ros__parameters" not in line:
             assert "#" in line, f"no unit/range comment: {line}"
+
+
+def test_colcon_puts_the_executable_where_ros2_run_and_launch_look():
+    """ament_python: `ros2 run mtl_perception perception_node` finds lib/<package>/<exe>."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["develop"]["script_dir"] == "$base/lib/mtl_perception"
+    assert cfg["install"]["install_scripts"] == "$base/lib/mtl_perception"
+    setup_py = (REPO / "setup.py").read_text()
+    assert "perception_node = mtl_perception.node:main" in setup_py
+    assert 'glob("launch/*.launch.py")' in setup_py and 'glob("config/*.yaml")' in setup_py

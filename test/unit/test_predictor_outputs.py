@@ -47,3 +47,11 @@ def test_non_finite_network_output_raises(predictor):
     out = {"seg": torch.full((1, 4, 8, 8), float("nan")), "depth": torch.ones(1, 1, 8, 8)}
     with pytest.raises(NonFiniteOutput, match="logits"):
         predictor.postprocess(out, None)
+
+
+def test_more_than_255_classes_give_uint16_labels(tmp_path):
+    from conftest import make_tiny_artifact  # test/ is on sys.path via its conftest
+
+    many = Predictor(make_tiny_artifact(tmp_path / "many.safetensors", num_classes=300), "cpu")
+    labels = many.predict(np.zeros((20, 30, 3), np.uint8)).labels
+    assert labels.dtype == np.uint16 and labels.max() < 300

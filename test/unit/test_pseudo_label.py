@@ -233,3 +233,29 @@ def test_store_rejects_bad_folders(tmp_path):
                student / "best.pt")
     with pytest.raises(PseudoLabelError, match="not a teacher"):
         load_teacher(student)
+
+
+def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
+    from mtl_training.cli import main
+
+    torch.manual_seed(0)
+    cfg = ExperimentConfig()
+    cfg.model = ModelConfig(arch="teacher", decoder_channels=4, decoder_convs=1)  # 7 classes
+    (tmp_path / "teacher").mkdir()
+    torch.save({"model": build_model(cfg.model).state_dict(), "config": cfg.to_dict(),
+                "info": {}}, tmp_path / "teacher" / "best.pt")
+    small = ["--set", "data.train_frames=6", "--set", "data.val_frames=1",
+             "--set", "data.render_height=24", "--set", "data.render_width=32",
+             "--set", "data.height=16", "--set", "data.width=24",
+             "--set", "data.seg_fraction=0.34", "--set", "train.device=cpu"]
+    out = tmp_path / "pseudo"
+    rc = main(["pseudo-label", "--teacher", str(tmp_path / "teacher"), "--out", str(out),
+               "--mode", "per_class", *small])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "4/4 frames labelled (seg)" in printed and "kept-pixel accuracy" in printed
+    assert PseudoLabelStore(out).tau == 0.9
+    rc = main(["pseudo-label", "--teacher", str(tmp_path / "missing"), "--out", str(out),
+               *small])
+    assert rc == 2
+    assert "no teacher checkpoint" in capsys.readouterr().err
