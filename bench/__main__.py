@@ -7,7 +7,7 @@ that returns JSON-serialisable results. Optional keys the table understands:
   "notes": list of strings printed under the table.
 Without "table", the scalar top-level entries become a two-column table.
 Each result is written to results_dir/<name>.json; results_dir/README.md collects every table
-(including results of earlier runs of benchmarks not run this time).
+(a benchmark not run this time keeps its section from the README's previous version).
 """
 
 from __future__ import annotations
@@ -58,14 +58,22 @@ def section(name: str, result: dict[str, Any]) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _old_sections(readme: Path) -> dict[str, str]:
+    """`## name` blocks of an earlier README, kept for benchmarks that have no JSON here."""
+    if not readme.is_file():
+        return {}
+    blocks = readme.read_text().split("\n## ")[1:]
+    return {b.split("\n", 1)[0].strip(): "## " + b.rstrip() + "\n" for b in blocks}
+
+
 def write_readme(results_dir: Path) -> Path:
-    sections = []
-    for path in sorted(results_dir.glob("*.json")):
-        result = json.loads(path.read_text())
-        sections.append(section(path.stem, result))
-    text = ("# Benchmark results\n\nWritten by `make bench` (`python -m bench`); one JSON file "
-            "per benchmark beside this file.\n\n" + "\n".join(sections))
     out = results_dir / "README.md"
+    sections = _old_sections(out)
+    for path in sorted(results_dir.glob("*.json")):
+        sections[path.stem] = section(path.stem, json.loads(path.read_text()))
+    text = ("# Benchmark results\n\nWritten by `make bench` (`python -m bench`); one JSON file "
+            "per benchmark beside this file.\n\n"
+            + "\n".join(sections[name] for name in sorted(sections)))
     out.write_text(text)
     return out
 

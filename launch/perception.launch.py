@@ -17,7 +17,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 
-CHOICES = {"image_transport": ["raw", "compressed"], "use_sim_time": ["true", "false"]}
+CHOICES = {"image_transport": ["raw", "compressed"]}
 ARGUMENTS = (
     # name, default (None = required), description
     ("model", None, "Exported model artifact (.safetensors from `mtl-train export`)."),

@@ -297,10 +297,17 @@ def _reading(results: dict[str, dict[int, dict]], variants: list[Variant]) -> li
         if len(d) < 2:
             continue
         x = np.asarray(d)
-        real = abs(x.mean()) > x.std(ddof=1) and bool((x > 0).all() or (x < 0).all())
-        word = ("better than" if x.mean() > 0 else "worse than") if real else \
-            "not distinguishable from"
-        out.append(f"- XTasC-Net vs Base MT-Net ({label}): {_pm(d)} % — {word} MT-Net.")
+        agree = bool((x > 0).all() or (x < 0).all())
+        real = abs(x.mean()) > x.std(ddof=1) and agree
+        side = "better than" if x.mean() > 0 else "worse than"
+        if real:
+            word = f"{side} MT-Net"
+        elif agree:
+            word = (f"every seed has XTasC-Net {side} MT-Net, but the spread exceeds the mean: "
+                    "suggestive, not established")
+        else:
+            word = "not distinguishable from MT-Net"
+        out.append(f"- XTasC-Net vs Base MT-Net ({label}): {_pm(d)} % — {word}.")
     best_v, best_d = max(rows, key=lambda r: float(np.mean(r[1])))
     out.append(f"- Highest mean Δm: {best_v.model} with {best_v.weighting} weighting "
                f"(seg labels on {best_v.labels} frames), {_pm(best_d)} %.")
@@ -318,8 +325,8 @@ def _context(args: argparse.Namespace, base: ExperimentConfig, results: dict, wa
         argv += ["--report", str(args.report)]
     return {
         "command": "nice -n 10 " + shlex.join(argv),
-        "machine": f"{platform.machine()} {platform.processor() or ''} "
-                   f"({os.cpu_count()} cores, shared with other jobs), torch {torch.__version__}, "
+        "machine": f"{platform.machine()} ({os.cpu_count()} cores, shared with other jobs), "
+                   f"torch {torch.__version__}, "
                    f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}",
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": sum(len(v) for v in results.values()),
