@@ -9,7 +9,8 @@ PACKAGE = "mtl_perception"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["mtl_perception", "mtl_perception.*", "mtl_training", "mtl_training.*"]),
+    packages=find_packages(include=["mtl_perception", "mtl_perception.*", "mtl_training",
+                                    "mtl_training.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -41,7 +42,7 @@ setup(
     zip_safe=True,
     maintainer="mtl_perception maintainers",
     maintainer_email="maintainers@mtl-perception.invalid",
-    description="RGB -> semantic segmentation + metric depth for ROS 2, with its training pipeline.",
+    description="RGB -> semantic segmentation + metric depth for ROS 2, and its training.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

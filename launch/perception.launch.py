@@ -9,13 +9,12 @@ Values given here override those in params_file; everything else comes from para
 (default: share/mtl_perception/config/perception.yaml, every key commented with unit and range).
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 CHOICES = {"image_transport": ["raw", "compressed"]}
 ARGUMENTS = (

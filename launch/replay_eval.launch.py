@@ -11,6 +11,7 @@ bag with result_bag:=out/result). The launch ends when the replay ends. `mtl-rep
 (without launch) starts the node itself and does the same.
 """
 
+from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
@@ -24,8 +25,6 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 ARGUMENTS = (
     # name, default (None = required), description

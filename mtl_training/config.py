@@ -275,7 +275,8 @@ def apply_override(cfg: ExperimentConfig, assignment: str) -> None:
     setattr(target, leaf, _coerce(value, hints[leaf], key))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path | None = None,
+                overrides: list[str] | None = None) -> ExperimentConfig:
     """Defaults, then the YAML file, then `--set` overrides, in that order."""
     values: dict[str, Any] = {}
     if path is not None:
@@ -292,7 +293,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         cfg = from_dict(ExperimentConfig, values)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") if path else exc
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {exc}") from exc
     for assignment in overrides or []:
         apply_override(cfg, assignment)
     return cfg

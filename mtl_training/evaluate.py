@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from mtl_training.metrics import DepthMetrics, SegMetrics
 
 
-def model_inputs(model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, ...]:
+def model_inputs(model: nn.Module, batch: dict[str, Any],
+                 device: torch.device) -> tuple[Tensor, ...]:
     """Positional inputs for `model`: the image, plus the auxiliary modality for a teacher.
 
     A teacher declares `aux_input` ("depth" or "seg"); the student takes the image alone.

@@ -108,7 +108,8 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -
     model.load_state_dict(ckpt["model"])
     info = ckpt["info"]
     training = {"dataset": info["name"], "stage": cfg["train"]["stage"],
-                "tau": cfg.get("pseudo", {}).get("tau") if cfg["data"].get("pseudo_labels") else None,
+                "tau": (cfg.get("pseudo", {}).get("tau")
+                        if cfg["data"].get("pseudo_labels") else None),
                 "pseudo_labels": cfg["data"].get("pseudo_labels"), "commit": git_commit(),
                 "epoch": ckpt["epoch"], "metrics": ckpt.get("metrics", {})}
     meta = build_metadata(arch, info["classes"], info["palette"], cfg["data"]["height"],

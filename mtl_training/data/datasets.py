@@ -52,7 +52,8 @@ class FrameSource(Protocol):
 
 
 def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
-                  explicit: Sequence[int] | None = None, seed: int = 0, salt: int = 0) -> np.ndarray:
+                  explicit: Sequence[int] | None = None, seed: int = 0,
+                  salt: int = 0) -> np.ndarray:
     """Boolean mask of which of `n` frames keep a label: an explicit list, a count or a fraction.
 
     Reproducible from (seed, salt): the same config always keeps the same frames, and nested

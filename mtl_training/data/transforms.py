@@ -27,7 +27,7 @@ def normalize_rgb(rgb: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.n
 
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float, ox: float = 0.0, oy: float = 0.0
                      ) -> np.ndarray:
-    """Intrinsics after scaling by (sx, sy) and then cropping at offset (ox, oy) in the new image."""
+    """Intrinsics after scaling by (sx, sy), then cropping at offset (ox, oy) in the new image."""
     K2 = np.array(K, dtype=np.float64, copy=True)
     K2[0, 0] *= sx
     K2[0, 2] = (K2[0, 2] + 0.5) * sx - 0.5 - ox
@@ -50,7 +50,8 @@ def make_sample(rgb: np.ndarray, depth: np.ndarray | None, seg: np.ndarray | Non
     sh, sw = round(h * scale), round(w * scale)
     sy, sx = sh / rgb.shape[0], sw / rgb.shape[1]
     rgb_r = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR)
-    depth_r = None if depth is None else cv2.resize(depth, (sw, sh), interpolation=cv2.INTER_NEAREST)
+    depth_r = (None if depth is None
+               else cv2.resize(depth, (sw, sh), interpolation=cv2.INTER_NEAREST))
     seg_r = None if seg is None else cv2.resize(seg, (sw, sh), interpolation=cv2.INTER_NEAREST)
     oy = int(rng.integers(0, sh - h + 1)) if sh > h else 0
     ox = int(rng.integers(0, sw - w + 1)) if sw > w else 0

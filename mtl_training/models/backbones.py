@@ -2,7 +2,8 @@
 
 There is no torchvision here, and robots should not need it: these modules are written from the
 ResNet paper, but every parameter keeps torchvision's name (conv1, bn1, layer1.0.conv1, ...), so an
-ImageNet state_dict saved by torchvision or timm loads with `load_encoder_weights` from a local file.
+ImageNet state_dict saved by torchvision or timm loads with `load_encoder_weights` from a local
+file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""U-Net style task decoder (METHOD.md B): one per task, skip connections from the shared encoder."""
+"""U-Net style task decoder (METHOD.md B): one per task, skips from the shared encoder."""
 
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ def build_model(cfg: ModelConfig | dict[str, Any]) -> nn.Module:
     mc = model_config(cfg)
     _ensure_optional_archs()
     if mc.arch not in _BUILDERS:
-        raise ConfigError(f"Unknown model.arch '{mc.arch}' (available: {', '.join(sorted(_BUILDERS))})")
+        raise ConfigError(f"Unknown model.arch '{mc.arch}' "
+                          f"(available: {', '.join(sorted(_BUILDERS))})")
     return _BUILDERS[mc.arch](mc)
 
 

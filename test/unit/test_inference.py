@@ -23,5 +23,5 @@ def test_bad_options_and_missing_model(tiny_artifact, tmp_path):
         Predictor(tiny_artifact, device="cpu", precision="int4")
     with pytest.raises(ValueError, match="CUDA"):
         Predictor(tiny_artifact, device="cpu", precision="fp16")
-    with pytest.raises(ArtifactError, match="nope.safetensors"):
+    with pytest.raises(ArtifactError, match=r"nope\.safetensors"):
         Predictor(tmp_path / "nope.safetensors", device="cpu")

@@ -12,7 +12,8 @@ def test_seg_metrics_hand_computed():
     m = SegMetrics(3)
     m.update(pred, target)
     r = m.compute()
-    # class 0: tp 1, gt 2, pred 2 -> 1/3 ; class 1: tp 3, gt 3, pred 4 -> 3/4 ; class 2: tp 1, gt 2, pred 1 -> 1/2
+    # class 0: tp 1, gt 2, pred 2 -> 1/3; class 1: tp 3, gt 3, pred 4 -> 3/4;
+    # class 2: tp 1, gt 2, pred 1 -> 1/2
     assert r["per_class_iou"] == pytest.approx({"0": 1 / 3, "1": 0.75, "2": 0.5})
     assert r["miou"] == pytest.approx((1 / 3 + 0.75 + 0.5) / 3)
     assert r["pixel_acc"] == pytest.approx(5 / 7)
@@ -42,5 +43,6 @@ def test_depth_metrics_hand_computed():
 
 def test_delta_m_signs():
     base = {"miou": 0.5, "abs_err": 1.0}
-    assert delta_m({"miou": 0.55, "abs_err": 0.9}, base, ("miou", "abs_err")) == pytest.approx(10.0)
-    assert delta_m({"miou": 0.45, "abs_err": 1.1}, base, ("miou", "abs_err")) == pytest.approx(-10.0)
+    keys = ("miou", "abs_err")
+    assert delta_m({"miou": 0.55, "abs_err": 0.9}, base, keys) == pytest.approx(10.0)
+    assert delta_m({"miou": 0.45, "abs_err": 1.1}, base, keys) == pytest.approx(-10.0)

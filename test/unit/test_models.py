@@ -22,7 +22,7 @@ def test_student_output_shapes_and_positive_depth(size):
 def test_single_task_and_unknown_arch():
     m = build_model(ModelConfig(arch="single_task", tasks=["depth"], decoder_channels=8))
     assert set(m.eval()(torch.randn(1, 3, 32, 32))) == {"depth"}
-    with pytest.raises(ConfigError, match="Unknown model.arch 'nope'"):
+    with pytest.raises(ConfigError, match=r"Unknown model\.arch 'nope'"):
         build_model(ModelConfig(arch="nope"))
 
 
