@@ -256,7 +256,7 @@ def _ms(values: list[float], fmt: str = ".3f") -> str:
         return "–"
     if len(vals) == 1:
         return f"{vals[0]:{fmt}} (n=1)"
-    return f"{np.mean(vals):{fmt}} ± {np.std(vals, ddof=1):{fmt}}" + (
+    return f"{np.mean(vals):{fmt}} ± {np.std(vals, ddof=1):{fmt.lstrip('+')}}" + (
         f" (n={len(vals)})" if len(vals) < 3 else "")
 
 
