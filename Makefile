@@ -14,6 +14,9 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 export ROS_DOMAIN_ID ?= $(shell python3 -c 'import random; print(random.randint(1, 101))')
 export PYTHONUNBUFFERED := 1
+# OpenMP threads that sleep instead of spinning: on a small shared machine (2 cores, a node process
+# beside a training process) spinning threads made training steps 5-7x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test test-all demo lint bench clean
 
