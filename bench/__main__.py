@@ -22,6 +22,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mtl_training.report import markdown_table as report_table
+
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_RESULTS = BENCH_DIR / "results"
 
@@ -37,12 +39,7 @@ def _cell(v: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return report_table(rows, cell=_cell)
 
 
 def section(name: str, result: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -58,10 +58,17 @@ def save_rgb_png(path, rgb: np.ndarray) -> None:
 
 
 def markdown_table(rows: list[dict[str, object]], columns: list[str] | None = None,
-                   floatfmt: str = ".4f") -> str:
-    columns = columns or list(rows[0])
+                   floatfmt: str = ".4f", cell: Callable[[object], str] | None = None) -> str:
+    """Rows of dicts -> a markdown table; columns default to the union of keys, in order seen."""
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+
     def fmt(v: object) -> str:
         return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    show = cell or fmt
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    out += ["| " + " | ".join(show(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(out)
