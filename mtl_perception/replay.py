@@ -379,20 +379,16 @@ def replay_bag(bag: str | Path, model: str | Path, report_dir: str | Path,
                     t_last_recv = t_out if t_last_recv is None else max(t_last_recv, t_out)
                     latencies.append((t_out - rec.sent_at) * 1000.0)
                     arrays = decode_outputs(rec)
-                    if gt_depth is not None:
-                        pred = arrays["depth"]
-                        if pred.shape != gt_depth.shape:
-                            pred = cv2.resize(pred, gt_depth.shape[::-1],
+                    for name, gt, metrics in (("depth", gt_depth, depth_metrics),
+                                              ("semantic", gt_seg, seg_metrics)):
+                        if gt is None:
+                            continue
+                        pred = arrays[name]
+                        if pred.shape != gt.shape:
+                            pred = cv2.resize(pred, gt.shape[::-1],
                                               interpolation=cv2.INTER_NEAREST)
-                        depth_metrics.update(pred, gt_depth)
-                        scored["depth"] += 1
-                    if gt_seg is not None:
-                        lab = arrays["semantic"]
-                        if lab.shape != gt_seg.shape:
-                            lab = cv2.resize(lab, gt_seg.shape[::-1],
-                                             interpolation=cv2.INTER_NEAREST)
-                        seg_metrics.update(lab, gt_seg)
-                        scored["seg"] += 1
+                        metrics.update(pred, gt)
+                        scored["depth" if name == "depth" else "seg"] += 1
                     if result is not None:
                         for name in REPLAY_OUTPUTS:
                             result.write(f"{opts.node_name}/{name}", rec.outputs[name])

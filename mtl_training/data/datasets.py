@@ -115,26 +115,26 @@ class MultiTaskDataset(Dataset):
     def frame_id(self, index: int) -> str:
         return str(self.source.frame(index).meta.get("frame_id", f"{index:06d}"))
 
+    def _label(self, gt: np.ndarray | None, keep: bool, task: str, pseudo_task: str,
+               frame_id: str) -> tuple[np.ndarray | None, str]:
+        """Ground truth when kept, else the store's pseudo-label for this task, else nothing."""
+        if gt is not None and keep:
+            return gt, "gt"
+        if self.pseudo is not None and pseudo_task == task:
+            label = self.pseudo.get(frame_id)
+            if label is not None:
+                return label, "pseudo"
+        return None, "none"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         from mtl_training.data.transforms import make_sample
 
         raw = self.source.frame(index)
         frame_id = str(raw.meta.get("frame_id", f"{index:06d}"))
         pseudo_task = getattr(self.pseudo, "task", "seg")  # a store holds seg or depth labels
-        seg, seg_source = None, "none"
-        if raw.seg is not None and self.keep_seg[index]:
-            seg, seg_source = raw.seg, "gt"
-        elif self.pseudo is not None and pseudo_task == "seg":
-            pl = self.pseudo.get(frame_id)
-            if pl is not None:
-                seg, seg_source = pl, "pseudo"
-        depth, depth_source = None, "none"
-        if raw.depth is not None and self.keep_depth[index]:
-            depth, depth_source = raw.depth, "gt"
-        elif self.pseudo is not None and pseudo_task == "depth":
-            pd = self.pseudo.get(frame_id)
-            if pd is not None:
-                depth, depth_source = pd, "pseudo"
+        seg, seg_source = self._label(raw.seg, self.keep_seg[index], "seg", pseudo_task, frame_id)
+        depth, depth_source = self._label(raw.depth, self.keep_depth[index], "depth", pseudo_task,
+                                          frame_id)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = make_sample(raw.rgb, depth, seg, self.size, raw.K, self.augment, rng)
         sample["seg_source"] = seg_source
