@@ -15,7 +15,7 @@ Measured, all on one clock (time.perf_counter in this process):
 - per-stage breakdown: the node's own /diagnostics (decode, preprocess, forward, postprocess,
   publish) averaged over the measured frames.
 Bare and node frames alternate one by one, so background load on a shared machine hits both
-alike.
+alike; both processes run with the same allocator setting (inference.retain_freed_memory).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "config" / "train" / "synthetic_demo.yaml"
 DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_loopback.xml"
 WIDTH, HEIGHT = 640, 480
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 PER_ROUND = int(os.environ.get("BENCH_FRAMES", "10"))
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 STREAM_SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "6"))
@@ -110,10 +110,11 @@ def run(results_dir: Path) -> dict[str, Any]:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import torch
 
-    from mtl_perception.inference import Predictor
+    from mtl_perception.inference import Predictor, retain_freed_memory
     from mtl_perception.replay import PerceptionClient, start_node, stop_node
 
     torch.set_num_threads(THREADS)
+    retain_freed_memory()  # as perception_node's main does: same allocator on both sides
     work = Path(tempfile.mkdtemp(prefix="bench_node_latency_"))  # artifact + node log
     artifact = default_student(work / "default_student.safetensors")
     imgs = frames()
@@ -205,7 +206,7 @@ def run(results_dir: Path) -> dict[str, Any]:
          "p90": fwd["p90"], "n": fwd["n"]},
         {"measure": "node end-to-end (publish -> ~/semantic + ~/depth received)",
          "p50": node["p50"], "p90": node["p90"], "n": node["n"]},
-        {"measure": "node internal (callback -> last publish), 1 s diagnostics windows",
+        {"measure": "node internal (DDS reception -> last publish), 1 s diagnostics windows",
          "p50": float(np.median(node_internal)) if node_internal else float("nan"),
          "p90": "", "n": len(node_internal)},
         *({"measure": f"  node stage {k} (mean)", "p50": v, "p90": "", "n": ""}

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stream_through_node(artifact: Path, data_dir: Path, out: Path, n_frames: int) -> dict:
-    from mtl_perception.inference import Predictor
+    from mtl_perception.inference import Predictor, retain_freed_memory
     from mtl_perception.replay import PerceptionClient, decode_outputs, start_node, stop_node
     from mtl_training.data.folder import FolderSource
     from mtl_training.metrics import DepthMetrics, SegMetrics
@@ -85,6 +85,7 @@ def stream_through_node(artifact: Path, data_dir: Path, out: Path, n_frames: int
     val = FolderSource(data_dir, "val")
     n = min(n_frames, len(val))
     frames = [val.frame(i) for i in range(n)]
+    retain_freed_memory()  # the node process does the same: compare like with like
     predictor = Predictor(artifact, device="cpu")
     bare = []
     for f in frames:

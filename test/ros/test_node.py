@@ -285,15 +285,23 @@ def test_bad_input_is_dropped_counted_and_next_frame_served(node, case):
     assert "dropped frame" in node.log.read_text()
 
 
-def test_burst_answers_the_newest_frame(node):
-    """Frames faster than inference: the newest one is always processed (older may drop)."""
-    rgb = frame(5)
+def test_burst_answers_the_newest_frame_and_counts_the_skipped(node):
+    """Frames faster than inference: the newest one is processed, the skipped ones are counted."""
+    rgb = frame(5, 720, 1280)  # big enough that the node cannot keep up with a tight loop
+    time.sleep(1.2)  # a diagnostics window that includes every earlier frame
+    before = node.diag.wait(lambda d: True)
     stamps = [node.next_stamp() for _ in range(15)]
     for s in stamps:
-        node.client.publish_rgb(rgb, s, "cam_optical", camera_info=camera_info())
+        node.client.publish_rgb(rgb, s, "cam_optical", camera_info=camera_info(1280, 720))
     assert node.client.wait_for(stamps[-1], ("semantic",), timeout=10) is not None
-    d = node.diag.wait(lambda d: int(d["frames_received"]) >= 15)
-    assert int(d["frames_processed"]) + int(d["frames_dropped"]) <= int(d["frames_received"])
+
+    def delta(d, key):
+        return int(d[key]) - int(before[key])
+
+    d = node.diag.wait(lambda d: delta(d, "frames_received") + delta(d, "frames_dropped") >= 15)
+    assert delta(d, "frames_received") + delta(d, "frames_dropped") == 15, d
+    assert delta(d, "frames_dropped") > 0, d  # queue depth 1: the node skipped to the newest
+    assert delta(d, "frames_processed") == delta(d, "frames_received"), d
 
 
 def test_diagnostics_report_rates_latency_counters_and_device(node):
