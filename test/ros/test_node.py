@@ -425,6 +425,20 @@ def test_nan_output_is_dropped_and_counted(tiny_artifact, tmp_path_factory):
         _stop(h)
 
 
+def test_ctrl_c_during_inference_exits_cleanly(tiny_artifact, tmp_path_factory):
+    """Ctrl-C lands while a callback is running inference (the common case on a busy node)."""
+    h = _start(tmp_path_factory, tiny_artifact, "/sigint", "/sigint/image", "/sigint/info")
+    rgb = frame(8, 720, 1280)  # outputs resized to 1280x720: the node is busy most of the time
+    try:
+        h.send(rgb)
+        for _ in range(10):  # a stream with no pause, then Ctrl-C in the middle of it
+            h.client.publish_rgb(rgb, h.next_stamp(), "cam_optical",
+                                 camera_info=camera_info(1280, 720))
+        time.sleep(0.05)
+    finally:
+        _stop(h)  # SIGINT; asserts exit code 0 and no traceback in the log
+
+
 def _fails_at_start(tmp_path: Path, model: Path, params: dict | None = None) -> str:
     log = tmp_path / "log.txt"
     proc = start_node(model, params={"device": "cpu", **(params or {})}, params_file=PARAMS_FILE,
