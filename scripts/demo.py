@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.set)
     data_dir = out / "data"
     stats = write_synthetic_folder(data_dir, cfg.data)
-    print(f"[demo] synthesised {stats['frames']} frames ({stats['fps']:.0f} frames/s) "
-          f"-> {data_dir}")
+    made = ("reused (same config)" if stats["reused"]
+            else f"synthesised ({stats['fps']:.0f} frames/s)")
+    print(f"[demo] {stats['frames']} frames {made} -> {data_dir}")
 
     # 2. train the student on it
     cfg.data.name, cfg.data.root = "folder", str(data_dir)
