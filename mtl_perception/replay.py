@@ -230,7 +230,8 @@ def _encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
 def decode_outputs(rec: Received) -> dict[str, np.ndarray]:
     """Output messages -> arrays (labels as ints, depth/confidence in float32)."""
     out: dict[str, np.ndarray] = {}
-    for name, msg in rec.outputs.items():
+    # A snapshot: the client's executor thread may still be adding this frame's other outputs.
+    for name, msg in dict(rec.outputs).items():
         if name in ("depth", "confidence"):
             out[name] = depth_image_to_metres(msg)
         elif isinstance(msg, Image):
