@@ -53,12 +53,12 @@ def retain_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 51
 
     A CPU forward pass frees and re-allocates the same activation buffers every frame. glibc
     returns big blocks to the kernel (munmap, and trimming of thread arenas), so the next frame
-    faults every page back in, zero-filled: about 4000 minor page faults and 6 ms per 640x480
-    frame with the default student, 10 % of its forward pass. Whether a process pays this depends
-    on its allocation history (glibc moves its mmap threshold as blocks are freed): the same model
-    ran 10 % slower in the node's inference thread than in a script. Fixed thresholds make every
-    process fast. Process-wide, so the process owner calls it (the node's main, benchmarks), never
-    the library. Returns False where the C library has no glibc mallopt (then nothing changes).
+    faults every page back in, zero-filled: about 4000 minor page faults and 5-13 ms per 640x480
+    frame with the default student, about 10 % of its forward pass. Whether a process pays this
+    depends on its allocation history (glibc moves its mmap threshold as blocks are freed): the
+    same model ran 10 % slower in the node than in a script. Fixed thresholds make every process
+    fast. Process-wide, so the process owner calls it (the node's main, benchmarks), never the
+    library. Returns False where the C library has no glibc mallopt (then nothing changes).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this interpreter already runs on
