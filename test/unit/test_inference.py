@@ -37,7 +37,7 @@ from mtl_perception.inference import Predictor, retain_freed_memory
 assert retain_freed_memory()
 p = Predictor(sys.argv[1], device="cpu", num_threads=1)
 rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
-def frames():  # in a thread, like the node's executor: thread arenas trim too
+def frames():  # in a thread: glibc trims thread arenas too (the harder case)
     for _ in range(3):
         p.predict(rgb)
     start = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
