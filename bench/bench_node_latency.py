@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -75,28 +74,6 @@ def frames(n: int = 4) -> list[np.ndarray]:
     return out
 
 
-class DiagnosticsLog:
-    """Keeps every /diagnostics status of the node under test."""
-
-    def __init__(self, node: Any, name: str) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.name = name
-        self.lock = threading.Lock()
-        self.entries: list[dict[str, str]] = []
-        self.sub = node.create_subscription(DiagnosticArray, "/diagnostics", self._on, 50)
-
-    def _on(self, msg: Any) -> None:
-        for st in msg.status:
-            if st.name == self.name:
-                with self.lock:
-                    self.entries.append({kv.key: kv.value for kv in st.values})
-
-    def snapshot(self) -> list[dict[str, str]]:
-        with self.lock:
-            return list(self.entries)
-
-
 def _ms(values: list[float]) -> dict[str, float]:
     a = np.asarray(values) * 1000.0
     return {"p50": float(np.median(a)), "mean": float(a.mean()), "p90": float(np.percentile(a, 90)),
@@ -111,7 +88,7 @@ def run(results_dir: Path) -> dict[str, Any]:
     import torch
 
     from mtl_perception.inference import Predictor, retain_freed_memory
-    from mtl_perception.replay import PerceptionClient, start_node, stop_node
+    from mtl_perception.replay import NodeDiagnostics, PerceptionClient, start_node, stop_node
 
     torch.set_num_threads(THREADS)
     retain_freed_memory()  # as perception_node's main does: same allocator on both sides
@@ -134,7 +111,7 @@ def run(results_dir: Path) -> dict[str, Any]:
         with PerceptionClient(node_name=f"{ns}/mtl_perception",
                               image_topic="/bench/camera/image_raw",
                               outputs=("semantic", "depth"), queue_depth=1) as client:
-            diag = DiagnosticsLog(client.node, f"{ns}/mtl_perception: perception")
+            diag = NodeDiagnostics(client, f"{ns}/mtl_perception")
             client.wait_until_connected(timeout=120)
             stamp = 1_000_000_000
             for _ in range(5):  # DDS discovery/first-message warm-up, not measured

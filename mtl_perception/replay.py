@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -215,6 +216,41 @@ class PerceptionClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NodeDiagnostics:
+    """Every /diagnostics status of one perception node, as key -> value dicts, oldest first.
+
+    Subscribes through a PerceptionClient, whose executor thread spins it: tests wait on counters,
+    the benchmark reads the per-stage timings of a whole run.
+    """
+
+    def __init__(self, client: PerceptionClient, node_fqn: str) -> None:
+        self.name = f"{node_fqn}: perception"  # as PerceptionNode.publish_diagnostics names it
+        self.lock = threading.Lock()
+        self.entries: list[dict[str, str]] = []
+        self.sub = client.node.create_subscription(DiagnosticArray, "/diagnostics", self._on, 50)
+
+    def _on(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self.name:
+                with self.lock:
+                    self.entries.append({kv.key: kv.value for kv in status.values})
+
+    def snapshot(self) -> list[dict[str, str]]:
+        with self.lock:
+            return list(self.entries)
+
+    def wait(self, predicate, timeout: float = 10.0) -> dict[str, str]:
+        """The newest status once it satisfies `predicate`; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.entries and predicate(self.entries[-1]):
+                    return dict(self.entries[-1])
+            time.sleep(0.05)
+        last = self.snapshot()[-1:] or None
+        raise TimeoutError(f"diagnostics never satisfied the condition; last: {last}")
 
 
 def _encode(rgb: np.ndarray, encoding: str) -> np.ndarray:

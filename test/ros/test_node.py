@@ -10,7 +10,6 @@ is followed by a good frame that must still be served.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e .[ros])")
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -27,7 +25,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from mtl_perception.conversions import pointcloud2_to_array
 from mtl_perception.inference import Predictor
 from mtl_perception.pointcloud import pack_rgb
-from mtl_perception.replay import PerceptionClient, decode_outputs, start_node, stop_node
+from mtl_perception.replay import (
+    NodeDiagnostics,
+    PerceptionClient,
+    decode_outputs,
+    start_node,
+    stop_node,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -52,40 +56,12 @@ def frame(seed: int, h: int = H, w: int = W) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(np.repeat(small, 8, 0), 8, 1)[:h, :w])
 
 
-class Diagnostics:
-    """Collects /diagnostics from the node under test (the client's executor spins it)."""
-
-    def __init__(self, client: PerceptionClient, node_fqn: str) -> None:
-        self.lock = threading.Lock()
-        self.latest: dict[str, str] | None = None
-        self.level = None
-        self.name = f"{node_fqn}: perception"
-        self.sub = client.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                                   self._on_msg, 10)
-
-    def _on_msg(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == self.name:
-                with self.lock:
-                    self.latest = {kv.key: kv.value for kv in status.values}
-                    self.level = status.level
-
-    def wait(self, predicate, timeout: float = 10.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if self.latest is not None and predicate(self.latest):
-                    return dict(self.latest)
-            time.sleep(0.05)
-        raise AssertionError(f"diagnostics never satisfied the condition; last: {self.latest}")
-
-
 class Harness:
     """A node process + client + diagnostics; stamps increase so each frame is distinct."""
 
     def __init__(self, proc, client: PerceptionClient, log: Path, fqn: str) -> None:
         self.proc, self.client, self.log, self.fqn = proc, client, log, fqn
-        self.diag = Diagnostics(client, fqn)
+        self.diag = NodeDiagnostics(client, fqn)
         self.stamp = 1_700_000_000_000_000_000
 
     def next_stamp(self) -> int:
