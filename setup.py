@@ -46,9 +46,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "perception_node = mtl_perception.node:main",
-            "mtl-train = mtl_training.cli:main",
-            "mtl-replay = mtl_perception.replay:main",
+            "perception_node = mtl_perception.ros.node:main",
+            "mtl-train = mtl_training.apps.train_cli:main",
+            "mtl-replay = mtl_perception.ros.client:main",
         ],
     },
 )

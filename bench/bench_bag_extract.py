@@ -5,7 +5,7 @@ colour, 320x240 16UC1 depth from a second camera (so every frame is registered),
 both, 10 Hz. Then, interleaved over a few rounds so background load hits both alike:
 - baseline: AnyReader opens the bag and deserialises every colour and depth message (what any
   rosbags-based tool must do at least);
-- extract: `mtl_training.data.rosbag.extract` into a fresh folder: stamp scan, pairing, decoding,
+- extract: `mtl_training.data.bags.extract.extract` into a fresh folder: stamp scan, pairing, decoding,
   registration into colour and PNG writing (rgb + 16-bit depth) + the index.
 The ratio extract/baseline in frames per second is the headline: how much of a bare read the full
 extraction keeps. Frames = colour frames (one colour + one depth message each).
@@ -29,7 +29,7 @@ HEIGHT, WIDTH, DEPTH_SCALE = 480, 640, 2
 def _baseline(bag: Path) -> float:
     from rosbags.highlevel import AnyReader
 
-    from mtl_training.data.bag_synth import DEPTH_TOPIC, RGB_TOPIC
+    from mtl_training.data.bags.synth import DEPTH_TOPIC, RGB_TOPIC
 
     t0 = time.perf_counter()
     n = 0
@@ -44,7 +44,7 @@ def _baseline(bag: Path) -> float:
 
 def _extract(bag: Path, out: Path) -> float:
     from mtl_training.config import BagConfig
-    from mtl_training.data.rosbag import extract
+    from mtl_training.data.bags.extract import extract
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def _extract(bag: Path, out: Path) -> float:
 def run(results_dir: Path) -> dict:
     import torch
 
-    from mtl_training.data.bag_synth import SynthBagSpec, write_synthetic_bag
+    from mtl_training.data.bags.synth import SynthBagSpec, write_synthetic_bag
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench_bag_") as tmp:

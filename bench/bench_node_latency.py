@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +43,20 @@ def default_student(path: Path) -> Path:
     """The demo architecture with random weights, exported through the real artifact writer."""
     import torch
 
+    from mtl_perception.core.artifact import ArtifactMeta, write_artifact
+    from mtl_perception.core.models.registry import build_model
+    from mtl_perception.core.preprocess import PreprocessSpec
     from mtl_training.config import load_config
-    from mtl_training.export import build_metadata, write_artifact
-    from mtl_training.models.registry import build_model
+    from mtl_training.data.sources.synthetic import CLASSES, PALETTE
 
     cfg = load_config(DEMO_CONFIG)
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    try:
-        from mtl_training.data.synthetic import CLASSES, PALETTE
-        classes, palette = list(CLASSES), [list(c) for c in PALETTE]
-    except ImportError:
-        n = cfg.model.num_classes
-        classes = [f"class{i}" for i in range(n)]
-        palette = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(n)]
-    meta = build_metadata(asdict(cfg.model), classes[: cfg.model.num_classes],
-                          palette[: cfg.model.num_classes], cfg.data.height, cfg.data.width,
-                          cfg.data.max_depth, {"dataset": "random weights (benchmark only)"})
+    spec = cfg.model.spec()
+    model = build_model(spec).eval()
+    n = cfg.model.num_classes
+    meta = ArtifactMeta(spec, list(CLASSES)[:n], [list(c) for c in PALETTE][:n],
+                        PreprocessSpec(cfg.data.height, cfg.data.width), cfg.data.max_depth,
+                        training={"dataset": "random weights (benchmark only)"})
     return write_artifact(model, meta, path)
 
 
@@ -87,8 +83,9 @@ def run(results_dir: Path) -> dict[str, Any]:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import torch
 
-    from mtl_perception.inference import Predictor, retain_freed_memory
-    from mtl_perception.replay import NodeDiagnostics, PerceptionClient, start_node, stop_node
+    from mtl_perception.runtime.memory import retain_freed_memory
+    from mtl_perception.runtime.predictor import Predictor
+    from mtl_perception.ros.client import NodeDiagnostics, PerceptionClient, start_node, stop_node
 
     torch.set_num_threads(THREADS)
     retain_freed_memory()  # as perception_node's main does: same allocator on both sides

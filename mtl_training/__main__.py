@@ -1,5 +1,5 @@
 import sys
 
-from mtl_training.cli import main
+from mtl_training.apps.train_cli import main
 
 sys.exit(main())

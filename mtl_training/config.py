@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mtl_perception.core.models.registry import ModelSpec, ModelSpecError
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and the fix."""
@@ -25,8 +27,8 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where samples come from and which labels each frame keeps."""
 
-    name: str = "synthetic"  # synthetic | folder | nyuv2 | cityscapes | rosbag
-    root: str | None = None  # dataset folder (folder/nyuv2/cityscapes/rosbag extract)
+    name: str = "synthetic"  # synthetic | folder (a bag extract is a folder dataset)
+    root: str | None = None  # dataset folder (data.name=folder)
     seed: int = 0  # synthetic world seed; also drives label subsets
     train_frames: int = 600  # synthetic: frames rendered for training
     val_frames: int = 60  # synthetic: held-out frames (rendered from a disjoint index range)
@@ -50,7 +52,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything `registry.build_model` needs; travels into checkpoints and artifacts."""
+    """The network to train: a ModelSpec (`spec()`) plus training-only options."""
 
     arch: str = "student"  # student | teacher | single_task
     encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50
@@ -61,6 +63,15 @@ class ModelConfig:
     tasks: list[str] = field(default_factory=lambda: ["seg", "depth"])
     max_depth: float = 10.0  # metres; upper bound of the depth head
     aux_input: str = "depth"  # teacher: depth (-> seg) | seg (-> depth)
+
+    def spec(self) -> ModelSpec:
+        """The model's own description (what checkpoints rebuild and artifacts store)."""
+        try:
+            return ModelSpec(self.arch, self.encoder, self.num_classes, self.decoder_channels,
+                             self.decoder_convs, tuple(self.tasks), self.max_depth,
+                             self.aux_input)
+        except ModelSpecError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 @dataclass

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from mtl_training.metrics import DepthMetrics, SegMetrics
+from mtl_perception.core.metrics import DepthMetrics, SegMetrics
+from mtl_perception.core.preprocess import PreprocessSpec
 
 
 def model_inputs(model: nn.Module, batch: dict[str, Any],
@@ -66,8 +67,5 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, class_names
 
 def denormalize(image: Tensor) -> np.ndarray:
     """Normalised [3, H, W] -> uint8 [H, W, 3] for pictures."""
-    from mtl_training.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    x = image.float().cpu().numpy().transpose(1, 2, 0)
-    x = x * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
-    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+    return PreprocessSpec(image.shape[-2], image.shape[-1]).denormalize(
+        image.float().cpu().numpy())

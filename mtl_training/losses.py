@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtl_training.data.datasets import IGNORE_INDEX
+from mtl_perception.core.contracts import IGNORE_INDEX
 
 
 def masked_cross_entropy(logits: Tensor, target: Tensor, has_seg: Tensor,

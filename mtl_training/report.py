@@ -7,15 +7,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from mtl_training.data.datasets import IGNORE_INDEX
-
-
-def colorize_labels(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """[H, W] class ids -> [H, W, 3] uint8 RGB; ignore (255) and unknown ids are black."""
-    lut = np.zeros((max(256, len(palette)), 3), np.uint8)
-    lut[: len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
-    lut[IGNORE_INDEX] = 0
-    return lut[np.asarray(labels, np.int64).clip(0, lut.shape[0] - 1)]
+from mtl_perception.core.labels import colorize_labels
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float) -> np.ndarray:

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
 
     from mtl_training.config import load_config
-    from mtl_training.data.synthetic import write_synthetic_folder
+    from mtl_training.data.sources.synthetic import write_synthetic_folder
     from mtl_training.export import export_run
-    from mtl_training.train import summarize, train
+    from mtl_training.trainer import summarize, train
 
     # 1. data: a folder dataset rendered from the procedural world
     cfg = load_config(args.config, args.set)
@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stream_through_node(artifact: Path, data_dir: Path, out: Path, n_frames: int) -> dict:
-    from mtl_perception.inference import Predictor, retain_freed_memory
-    from mtl_perception.replay import PerceptionClient, decode_outputs, start_node, stop_node
-    from mtl_training.data.folder import FolderSource
-    from mtl_training.metrics import DepthMetrics, SegMetrics
+    from mtl_perception.runtime.memory import retain_freed_memory
+    from mtl_perception.runtime.predictor import Predictor
+    from mtl_perception.ros.client import PerceptionClient, decode_outputs, start_node, stop_node
+    from mtl_training.data.sources.folder import FolderSource
+    from mtl_perception.core.metrics import DepthMetrics, SegMetrics
     from mtl_training.report import montage, save_rgb_png
 
     val = FolderSource(data_dir, "val")

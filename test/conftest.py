@@ -11,6 +11,11 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
+
+from mtl_perception.core.artifact import ArtifactMeta, write_artifact
+from mtl_perception.core.models.registry import ModelSpec, build_model
+from mtl_perception.core.preprocess import PreprocessSpec
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "fastdds_loopback.xml"
@@ -34,22 +39,14 @@ def ros_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_tiny_artifact(path: Path, height: int = 32, width: int = 48, num_classes: int = 4,
                        seed: int = 0) -> Path:
     """A real (randomly initialised) student exported through the real artifact writer."""
-    import torch
-
-    from mtl_training.config import ModelConfig
-    from mtl_training.export import build_metadata, write_artifact
-    from mtl_training.models.registry import build_model
-
     torch.manual_seed(seed)
-    cfg = ModelConfig(encoder="resnet18", num_classes=num_classes, decoder_channels=8,
-                      decoder_convs=1, max_depth=10.0)
-    model = build_model(cfg).eval()
+    spec = ModelSpec(encoder="resnet18", num_classes=num_classes, decoder_channels=8,
+                     decoder_convs=1, max_depth=10.0)
+    model = build_model(spec).eval()
     palette = [[(60 * i) % 256, (120 * i + 40) % 256, (200 - 30 * i) % 256]
                for i in range(num_classes)]
-    from dataclasses import asdict
-
-    meta = build_metadata(asdict(cfg), [f"class{i}" for i in range(num_classes)], palette,
-                          height, width, 10.0, {"dataset": "test"})
+    meta = ArtifactMeta(spec, [f"class{i}" for i in range(num_classes)], palette,
+                        PreprocessSpec(height, width), 10.0, training={"dataset": "test"})
     return write_artifact(model, meta, path)
 
 

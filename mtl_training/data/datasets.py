@@ -1,55 +1,20 @@
-"""The Sample contract and the partial-label dataset every source feeds.
+"""The partial-label dataset every frame source feeds (Samples: mtl_perception.core.contracts).
 
-A Sample (dict, after transforms) holds `image` float32 [3, H, W] normalised, `depth` float32
-[1, H, W] metres (0 = invalid), `seg` int64 [H, W] (255 = ignore), `has_seg` / `has_depth` bools,
-`seg_source` / `depth_source` ("gt" | "pseudo" | "none") and `meta`. A missing label is
-flagged, not only filled with ignore values: losses, weighting and samplers need to see which
-frames carry which labels.
+Which frames keep which label is decided here, reproducibly from a seed; ground truth wins over
+a pseudo-label where both exist; a teacher's view keeps only frames carrying both labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = 255
-
-
-@dataclass
-class RawFrame:
-    """One frame as a source delivers it, before resizing."""
-
-    rgb: np.ndarray  # uint8 [H, W, 3]
-    depth: np.ndarray | None  # float32 [H, W] metres, 0 = invalid
-    seg: np.ndarray | None  # uint8/uint16 [H, W] class ids, 255 = ignore
-    K: np.ndarray | None = None  # float64 [3, 3]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DatasetInfo:
-    """What travels from the dataset into checkpoints and the exported artifact."""
-
-    name: str
-    classes: list[str]
-    palette: list[list[int]]
-    max_depth: float
-
-
-class FrameSource(Protocol):
-    """A random-access list of frames (synthetic world, folder, NYUv2, a bag extract...)."""
-
-    info: DatasetInfo
-
-    def __len__(self) -> int: ...
-
-    def frame(self, index: int) -> RawFrame: ...
-
+from mtl_perception.core.contracts import FrameSource
+from mtl_training.data.transforms import make_sample
 
 def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
                   explicit: Sequence[int] | None = None, seed: int = 0,
@@ -78,7 +43,7 @@ def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
 
 
 class PseudoLabels(Protocol):
-    """Pseudo-label store lookup (see mtl_training.pseudo_label)."""
+    """Pseudo-label store lookup (see mtl_training.pseudo.run)."""
 
     def get(self, frame_id: str) -> np.ndarray | None: ...
 
@@ -127,8 +92,6 @@ class MultiTaskDataset(Dataset):
         return None, "none"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from mtl_training.data.transforms import make_sample
-
         raw = self.source.frame(index)
         frame_id = str(raw.meta.get("frame_id", f"{index:06d}"))
         pseudo_task = getattr(self.pseudo, "task", "seg")  # a store holds seg or depth labels

@@ -17,7 +17,7 @@ launch = pytest.importorskip("launch", reason="launch not installed")
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from mtl_perception.replay import PerceptionClient, decode_outputs  # noqa: E402
+from mtl_perception.ros.client import PerceptionClient, decode_outputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "perception.launch.py"

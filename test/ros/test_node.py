@@ -22,10 +22,10 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mtl_perception.conversions import pointcloud2_to_array
-from mtl_perception.inference import Predictor
-from mtl_perception.pointcloud import pack_rgb
-from mtl_perception.replay import (
+from mtl_perception.core.codecs import pointcloud2_to_array
+from mtl_perception.runtime.predictor import Predictor
+from mtl_perception.core.geometry.pointcloud import pack_rgb
+from mtl_perception.ros.client import (
     NodeDiagnostics,
     PerceptionClient,
     decode_outputs,
@@ -145,7 +145,7 @@ def predictor(tiny_artifact) -> Predictor:
 
 @pytest.fixture(scope="module")
 def palette(tiny_artifact) -> np.ndarray:
-    from mtl_training.export import read_metadata
+    from mtl_perception.core.artifact import read_metadata
 
     return np.asarray(read_metadata(tiny_artifact)["palette"], np.uint8)
 

@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e .[ros])")
 
-from mtl_perception.replay import main as replay_main
-from mtl_training.data.bag_reader import index_bag
-from mtl_training.data.bag_synth import LABEL_TOPIC, SynthBagSpec, write_synthetic_bag
+from mtl_perception.ros.client import main as replay_main
+from mtl_training.data.bags.reader import index_bag
+from mtl_training.data.bags.synth import LABEL_TOPIC, SynthBagSpec, write_synthetic_bag
 
 pytestmark = pytest.mark.ros
 

@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 message wheels not installed")
 from sensor_msgs.msg import Image
 
-from mtl_perception.conversions import (
+from mtl_perception.core.codecs import (
     ImageConversionError,
     depth_image_to_metres,
     fill_image,
@@ -85,7 +85,7 @@ def test_compressed_jpeg_png_and_corrupt():
     import cv2
     from sensor_msgs.msg import CompressedImage
 
-    from mtl_perception.conversions import compressed_to_rgb
+    from mtl_perception.core.codecs import compressed_to_rgb
 
     png = CompressedImage(format="png", data=cv2.imencode(".png", RGB[..., ::-1])[1].tobytes())
     assert np.array_equal(compressed_to_rgb(png), RGB)
@@ -102,7 +102,7 @@ def test_compressed_jpeg_png_and_corrupt():
 
 
 def test_writable_image_writes_into_the_message_and_reuses_it():
-    from mtl_perception.conversions import image_to_array, writable_image
+    from mtl_perception.core.codecs import image_to_array, writable_image
 
     m = Image()
     view = writable_image(m, 3, 4, "32FC1")

@@ -5,7 +5,15 @@ import pytest
 import torch
 from conftest import make_tiny_artifact
 
-from mtl_training.export import METADATA_KEY, ArtifactError, load_artifact, read_metadata
+from mtl_perception.core.models.registry import ModelSpec, build_model
+
+from mtl_perception.core.artifact import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    ArtifactError,
+    load_artifact,
+    read_metadata,
+)
 
 
 def test_round_trip_gives_identical_outputs(tmp_path):
@@ -18,18 +26,16 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert torch.equal(oa["seg"], ob["seg"]) and torch.equal(oa["depth"], ob["depth"])
     assert a.classes == ["class0", "class1", "class2", "class3"]
     assert a.input_size == (32, 48)
-    meta = read_metadata(path)
+    meta = read_metadata(path).to_json()
     assert meta["depth"]["unit"] == "m" and meta["input"]["channel_order"] == "rgb"
+    assert meta["format_version"] == FORMAT_VERSION
 
 
 def test_export_matches_trained_weights(tmp_path):
     """The artifact reproduces the in-memory model bit for bit (same seed -> same weights)."""
     path = make_tiny_artifact(tmp_path / "a.safetensors", seed=3)
     torch.manual_seed(3)
-    from mtl_training.config import ModelConfig
-    from mtl_training.models.registry import build_model
-
-    ref = build_model(ModelConfig(num_classes=4, decoder_channels=8, decoder_convs=1)).eval()
+    ref = build_model(ModelSpec(num_classes=4, decoder_channels=8, decoder_convs=1)).eval()
     x = torch.randn(1, 3, 32, 48)
     with torch.inference_mode():
         assert torch.equal(ref(x)["seg"], load_artifact(path).model(x)["seg"])
@@ -69,7 +75,7 @@ def test_wrong_weights_or_version_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
     path = make_tiny_artifact(tmp_path / "m.safetensors")
-    meta = read_metadata(path)
+    meta = read_metadata(path).to_json()
     tensors = load_file(str(path))
     tensors.pop("decoders.seg.head.bias")
     save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})

@@ -4,7 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from mtl_perception.inference import ArtifactError, Predictor
+from mtl_perception.core.artifact import ArtifactError
+from mtl_perception.runtime.predictor import Predictor
 
 
 def test_prediction_at_input_resolution(tiny_artifact):
@@ -33,7 +34,8 @@ def test_bad_options_and_missing_model(tiny_artifact, tmp_path):
 FAULTS_PER_FRAME = """
 import resource, sys, threading
 import numpy as np
-from mtl_perception.inference import Predictor, retain_freed_memory
+from mtl_perception.runtime.memory import retain_freed_memory
+from mtl_perception.runtime.predictor import Predictor
 assert retain_freed_memory()
 p = Predictor(sys.argv[1], device="cpu", num_threads=1)
 rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)

@@ -41,7 +41,7 @@ def test_params_file_matches_node_parameters_with_a_comment_per_key():
     import pytest
 
     pytest.importorskip("rclpy", reason="the parameter list lives in node.py, which needs rclpy")
-    from mtl_perception.node import PARAMS
+    from mtl_perception.ros.node import PARAMS
 
     data = yaml.safe_load(PARAMS_FILE.read_text())
     (key, body), = data.items()
@@ -74,5 +74,5 @@ def test_colcon_puts_the_executable_where_ros2_run_and_launch_look():
     assert cfg["develop"]["script_dir"] == "$base/lib/mtl_perception"
     assert cfg["install"]["install_scripts"] == "$base/lib/mtl_perception"
     setup_py = (REPO / "setup.py").read_text()
-    assert "perception_node = mtl_perception.node:main" in setup_py
+    assert "perception_node = mtl_perception.ros.node:main" in setup_py
     assert 'glob("launch/*.launch.py")' in setup_py and 'glob("config/*.yaml")' in setup_py

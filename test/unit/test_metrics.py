@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from mtl_training.metrics import DepthMetrics, SegMetrics, delta_m
+from mtl_perception.core.metrics import DepthMetrics, SegMetrics, delta_m
 
 
 def test_seg_metrics_hand_computed():

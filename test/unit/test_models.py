@@ -2,17 +2,17 @@ import pytest
 import torch
 
 from mtl_training.config import ConfigError, ModelConfig
-from mtl_training.models.backbones import (
+from mtl_perception.core.models.backbones import (
     EncoderWeightsError,
     build_encoder,
     load_encoder_weights,
 )
-from mtl_training.models.registry import build_model
+from mtl_perception.core.models.registry import ModelSpec, build_model
 
 
 @pytest.mark.parametrize("size", [(64, 96), (50, 70)])
 def test_student_output_shapes_and_positive_depth(size):
-    model = build_model(ModelConfig(num_classes=5, decoder_channels=8, decoder_convs=1)).eval()
+    model = build_model(ModelSpec(num_classes=5, decoder_channels=8, decoder_convs=1)).eval()
     out = model(torch.randn(2, 3, *size))
     assert out["seg"].shape == (2, 5, *size)
     assert out["depth"].shape == (2, 1, *size)
@@ -20,10 +20,10 @@ def test_student_output_shapes_and_positive_depth(size):
 
 
 def test_single_task_and_unknown_arch():
-    m = build_model(ModelConfig(arch="single_task", tasks=["depth"], decoder_channels=8))
+    m = build_model(ModelSpec(arch="single_task", tasks=["depth"], decoder_channels=8))
     assert set(m.eval()(torch.randn(1, 3, 32, 32))) == {"depth"}
     with pytest.raises(ConfigError, match=r"Unknown model\.arch 'nope'"):
-        build_model(ModelConfig(arch="nope"))
+        ModelConfig(arch="nope").spec()
 
 
 @pytest.mark.parametrize("name,blocks", [("resnet18", [2, 2, 2, 2]), ("resnet34", [3, 4, 6, 3]),

@@ -9,14 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from mtl_training.config import DataConfig
-from mtl_training.data import build_datasets, choose_subset, collate
-from mtl_training.data.datasets import (
-    DatasetInfo,
-    LabelledView,
-    MultiTaskDataset,
-    RawFrame,
-    training_view,
-)
+from mtl_training.data import build_datasets
+from mtl_training.data.datasets import choose_subset, collate
+from mtl_perception.core.contracts import DatasetInfo, RawFrame
+from mtl_training.data.datasets import LabelledView, MultiTaskDataset, training_view
 from mtl_training.losses import task_losses
 
 H, W = 8, 12

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtl_perception.pointcloud import POINT_DTYPE, Intrinsics, PointCloudBuilder, pack_rgb
+from mtl_perception.core.camera import PinholeCamera
+from mtl_perception.core.geometry.pointcloud import POINT_DTYPE, PointCloudBuilder, pack_rgb
 
-INTR = Intrinsics(fx=100.0, fy=120.0, cx=15.5, cy=9.5, width=32, height=20)
+INTR = PinholeCamera(fx=100.0, fy=120.0, cx=15.5, cy=9.5, width=32, height=20)
 
 
 def test_back_projection_matches_the_pinhole_model():
@@ -46,14 +47,14 @@ def test_colours_and_labels_follow_their_pixels():
 
 
 def test_intrinsics_scale_with_resolution_keeping_pixel_centres():
-    half = INTR.scaled(16, 10)
+    half = INTR.resized(16, 10)
     assert (half.fx, half.fy) == (50.0, 60.0)
     assert half.cx == pytest.approx(7.5) and half.cy == pytest.approx(4.5)  # image centres
-    assert INTR.scaled(32, 20) == INTR
+    assert INTR.resized(32, 20) == INTR
 
 
 def test_size_mismatch_is_an_error():
-    with pytest.raises(ValueError, match="intrinsics"):
+    with pytest.raises(ValueError, match="but the camera is 32x20"):
         PointCloudBuilder().build(np.ones((10, 10), np.float32), INTR)
 
 
@@ -62,7 +63,7 @@ def test_pointcloud2_round_trip():
     from sensor_msgs.msg import PointCloud2, PointField
     from std_msgs.msg import Header
 
-    from mtl_perception.conversions import fill_pointcloud2, pointcloud2_to_array
+    from mtl_perception.core.codecs import fill_pointcloud2, pointcloud2_to_array
 
     depth = np.random.default_rng(3).uniform(1, 3, (20, 32)).astype(np.float32)
     pts = PointCloudBuilder().build(depth, INTR, stride=2,

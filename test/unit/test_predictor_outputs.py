@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtl_perception.inference import NonFiniteOutput, Predictor
+from mtl_perception.runtime.predictor import NonFiniteOutput, Predictor
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from mtl_training.config import ExperimentConfig, ModelConfig, PseudoLabelConfig
-from mtl_training.data.datasets import DatasetInfo, MultiTaskDataset, RawFrame
-from mtl_training.data.folder import read_png
-from mtl_training.models.registry import build_model
-from mtl_training.pseudo_label import (
+from mtl_perception.core.contracts import DatasetInfo, RawFrame
+from mtl_training.data.datasets import MultiTaskDataset
+from mtl_training.data.sources.folder import read_png
+from mtl_perception.core.models.registry import build_model
+from mtl_training.pseudo.run import (
     JOURNAL,
     MANIFEST,
     PseudoLabelError,
@@ -108,7 +109,7 @@ def _save_teacher(path: Path, aux: str = "depth") -> Path:
     cfg = ExperimentConfig()
     cfg.model = ModelConfig(arch="teacher", aux_input=aux, num_classes=NC, decoder_channels=4,
                             decoder_convs=1)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model.spec())
     model.train()
     with torch.no_grad():  # move BN running stats off their defaults so eval() matters
         model(torch.randn(2, 3, 8, 12),
@@ -229,20 +230,20 @@ def test_store_rejects_bad_folders(tmp_path):
     student.mkdir()
     cfg = ExperimentConfig()
     cfg.model.decoder_channels, cfg.model.decoder_convs = 4, 1
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": asdict(cfg), "info": {}},
+    torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": asdict(cfg), "info": {}},
                student / "best.pt")
     with pytest.raises(PseudoLabelError, match="not a teacher"):
         load_teacher(student)
 
 
 def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
-    from mtl_training.cli import main
+    from mtl_training.apps.train_cli import main
 
     torch.manual_seed(0)
     cfg = ExperimentConfig()
     cfg.model = ModelConfig(arch="teacher", decoder_channels=4, decoder_convs=1)  # 7 classes
     (tmp_path / "teacher").mkdir()
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": cfg.to_dict(),
+    torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": cfg.to_dict(),
                 "info": {}}, tmp_path / "teacher" / "best.pt")
     small = ["--set", "data.train_frames=6", "--set", "data.val_frames=1",
              "--set", "data.render_height=24", "--set", "data.render_width=32",

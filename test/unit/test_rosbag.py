@@ -13,15 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl_training.cli import main as cli_main
+from mtl_training.apps.train_cli import main as cli_main
 from mtl_training.config import BagConfig
-from mtl_training.data.bag_reader import BagError, index_bag
-from mtl_training.data.bag_registration import (
-    StaticTransforms,
-    make_transform,
-    register_depth,
-)
-from mtl_training.data.bag_synth import (
+from mtl_training.data.bags.reader import BagError, index_bag
+from mtl_perception.core.camera import PinholeCamera
+from mtl_perception.core.geometry.registration import register_depth
+from mtl_perception.core.geometry.transforms import StaticTransforms, make_transform
+from mtl_training.data.bags.synth import (
     DEPTH_TOPIC,
     LABEL_TOPIC,
     RGB_TOPIC,
@@ -29,8 +27,8 @@ from mtl_training.data.bag_synth import (
     make_image,
     write_synthetic_bag,
 )
-from mtl_training.data.folder import FolderSource, read_index
-from mtl_training.data.rosbag import BagReport, plan_pairs, read_synced_frames
+from mtl_training.data.sources.folder import FolderSource, read_index
+from mtl_training.data.bags.extract import BagReport, plan_pairs, read_synced_frames
 
 REALSENSE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "realsense"
 RS_BAGS = {"ros1": "single_depth_color_640x480.bag", "sqlite3": "ros2_sqlite3",
@@ -146,7 +144,8 @@ def test_register_depth_moves_points_with_the_extrinsic():
     depth = np.full((80, 100), 2.0, np.float32)
     depth[30:50, 40:60] = 1.0  # a near square in front of a wall
     T = make_transform([0.1, 0.0, 0.0], [0, 0, 0, 1])  # p_colour = p_depth + (0.1, 0, 0)
-    out = register_depth(depth, K, K, (80, 100), T)
+    cam = PinholeCamera.from_matrix(K, 100, 80)
+    out = register_depth(depth, cam, cam, T)
     # the square (z = 1) shifts by f * 0.1 / 1 = 10 px, the wall (z = 2) by 5 px
     assert out[40, 55] == pytest.approx(1.0) and out[40, 68] == pytest.approx(1.0)
     assert out[40, 44] == pytest.approx(2.0) and out[40, 72] == pytest.approx(2.0)
@@ -376,7 +375,7 @@ def _edge_agreement(depth: np.ndarray, rgb: np.ndarray) -> float:
 
 @needs_realsense
 def test_realsense_extrinsic_direction_aligns_depth_with_colour():
-    from mtl_training.data.bag_registration import invert
+    from mtl_perception.core.geometry.transforms import invert
 
     bag = REALSENSE / RS_BAGS["ros1"]
     report = BagReport(str(bag))

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mtl_training.data.synthetic import (
+from mtl_training.data.sources.synthetic import (
     CLASSES,
     IGNORE_INDEX,
     PALETTE,

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from mtl_training.config import ConfigError, ExperimentConfig, ModelConfig
-from mtl_training.data import collate
-from mtl_training.models.registry import build_model
-from mtl_training.models.teacher import FusionBlock, MultiModalTeacher
+from mtl_training.data.datasets import collate
+from mtl_perception.core.models.registry import ModelSpec, build_model
+from mtl_perception.core.models.teacher import FusionBlock, MultiModalTeacher
 
 B, C = 2, 5
 
 
 def _teacher(aux: str) -> MultiModalTeacher:
     torch.manual_seed(0)
-    return build_model(ModelConfig(arch="teacher", aux_input=aux, num_classes=C,
+    return build_model(ModelSpec(arch="teacher", aux_input=aux, num_classes=C,
                                    decoder_channels=8, decoder_convs=1)).eval()
 
 
@@ -65,11 +65,11 @@ def test_auxiliary_input_changes_the_prediction(aux):
 
 def test_unknown_direction_is_a_config_error():
     with pytest.raises(ConfigError, match="aux_input"):
-        build_model(ModelConfig(arch="teacher", aux_input="normals"))
+        ModelConfig(arch="teacher", aux_input="normals").spec()
 
 
 def test_teacher_trains_only_on_frames_with_both_labels(tmp_path):
-    from mtl_training.train import Trainer
+    from mtl_training.trainer import Trainer
 
     cfg = ExperimentConfig()
     cfg.data.train_frames, cfg.data.val_frames = 10, 2

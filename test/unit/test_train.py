@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from mtl_training.config import ConfigError, ExperimentConfig
-from mtl_training.export import export_run, load_artifact
-from mtl_training.models.backbones import build_encoder
-from mtl_training.models.registry import build_model
-from mtl_training.train import Trainer, load_checkpoint, train
+from mtl_perception.core.artifact import load_artifact
+from mtl_training.export import export_run
+from mtl_perception.core.models.backbones import build_encoder
+from mtl_perception.core.models.registry import build_model
+from mtl_training.checkpoint import load_checkpoint, model_config_of
+from mtl_training.trainer import Trainer, train
 
 
 def tiny_config(out_dir, **loss) -> ExperimentConfig:
@@ -59,7 +61,7 @@ def test_xtc_gradnorm_run_checkpoints_resumes_and_exports_the_student_only(tmp_p
 
     # export ships exactly the student: the transfer nets stay behind
     art = load_artifact(export_run(run, tmp_path / "student.safetensors", "last"))
-    student_keys = set(build_model(ckpt["config"]["model"]).state_dict())
+    student_keys = set(build_model(model_config_of(ckpt).spec()).state_dict())
     assert set(art.model.state_dict()) == student_keys
     assert not any("seg_to_depth" in k or "depth_to_seg" in k for k in student_keys)
 

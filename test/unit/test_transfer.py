@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mtl_training.models.transfer import TaskTransfer, TransferNet
+from mtl_perception.core.models.transfer import TaskTransfer, TransferNet
 
 
 @pytest.mark.parametrize("size", [(48, 64), (30, 45)])

@@ -1,0 +1,170 @@
+"""ResNet encoders with torchvision's parameter names.
+
+There is no torchvision here, and robots should not need it: these modules are written from the
+ResNet paper, but every parameter keeps torchvision's name (conv1, bn1, layer1.0.conv1, ...), so an
+ImageNet state_dict saved by torchvision or timm loads with `load_encoder_weights` from a local
+file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # stride on the 3x3 (v1.5)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk returning the feature pyramid at strides 2, 4, 8, 16, 32 (no classifier).
+
+    `in_channels` != 3 builds the same trunk for another modality (the teacher's depth branch).
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int],
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        e = block.expansion
+        self.channels: list[int] = [64, 64 * e, 128 * e, 256 * e, 512 * e]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int,
+                    stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stem(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        c1 = self.stem(x)  # [B, 64, H/2, W/2]
+        c2 = self.layer1(self.maxpool(c1))  # [B, 64e, H/4, W/4]
+        c3 = self.layer2(c2)  # [B, 128e, H/8, W/8]
+        c4 = self.layer3(c3)  # [B, 256e, H/16, W/16]
+        c5 = self.layer4(c4)  # [B, 512e, H/32, W/32]
+        return [c1, c2, c3, c4, c5]
+
+
+_ENCODERS: dict[str, Callable[[int], ResNet]] = {
+    "resnet18": lambda c: ResNet(BasicBlock, [2, 2, 2, 2], c),
+    "resnet34": lambda c: ResNet(BasicBlock, [3, 4, 6, 3], c),
+    "resnet50": lambda c: ResNet(Bottleneck, [3, 4, 6, 3], c),
+}
+
+
+def build_encoder(name: str, in_channels: int = 3) -> ResNet:
+    if name not in _ENCODERS:
+        raise ValueError(f"Unknown encoder '{name}' (available: {', '.join(sorted(_ENCODERS))})")
+    return _ENCODERS[name](in_channels)
+
+
+def available_encoders() -> list[str]:
+    return sorted(_ENCODERS)
+
+
+class EncoderWeightsError(ValueError):
+    """A pretrained encoder file is missing, unreadable or does not fit the encoder."""
+
+
+def load_encoder_weights(encoder: ResNet, path: str | Path) -> dict[str, list[str]]:
+    """Load an ImageNet state_dict (torchvision or timm names) from a local file.
+
+    Accepts .safetensors or a tensors-only torch file (loaded with weights_only=True, never
+    unpickling code). Classifier keys (fc.*) are expected extras. Returns the missing and unexpected
+    keys so callers can report them; raises when nothing matches, which means the wrong file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EncoderWeightsError(f"encoder weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EncoderWeightsError(f"{p}: cannot read encoder weights ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise EncoderWeightsError(f"{p}: expected a state_dict mapping, got {type(state).__name__}")
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    own = encoder.state_dict()
+    usable = {}
+    for k, v in state.items():
+        if k in own and own[k].shape == v.shape:
+            usable[k] = v
+        elif k in own and k == "conv1.weight" and v.ndim == 4 and own[k].shape[1] != v.shape[1]:
+            # another modality: average the RGB filters over the input channels
+            usable[k] = v.mean(dim=1, keepdim=True).expand_as(own[k]).clone()
+    if not usable:
+        raise EncoderWeightsError(f"{p}: no parameter matches a {type(encoder).__name__} encoder")
+    encoder.load_state_dict(usable, strict=False)
+    missing = sorted(set(own) - set(usable))
+    unexpected = sorted(k for k in state if k not in usable)
+    return {"missing": missing, "unexpected": unexpected}

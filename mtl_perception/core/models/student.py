@@ -1,0 +1,50 @@
+"""The RGB-only multi-task student: shared ResNet encoder, one U-Net decoder per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mtl_perception.core.contracts import TASKS
+from mtl_perception.core.models.backbones import build_encoder
+from mtl_perception.core.models.decoder import UNetDecoder
+
+def depth_activation(x: Tensor, max_depth: float) -> Tensor:
+    """Bounded positive depth in metres: (0, max_depth). Sigmoid keeps early training stable."""
+    return torch.sigmoid(x) * max_depth
+
+
+class MultiTaskNet(nn.Module):
+    """Shared encoder + decoders dict; forward returns {task: prediction}.
+
+    seg: logits [B, C, H, W]; depth: metres [B, 1, H, W]. With one task it is the single-task
+    baseline of the same architecture (the Delta_m reference).
+    """
+
+    def __init__(self, encoder: str = "resnet18", num_classes: int = 7,
+                 tasks: tuple[str, ...] = ("seg", "depth"), decoder_channels: int = 64,
+                 decoder_convs: int = 2, max_depth: float = 10.0, in_channels: int = 3) -> None:
+        super().__init__()
+        unknown = set(tasks) - set(TASKS)
+        if unknown or not tasks:
+            raise ValueError(f"Unknown tasks {sorted(unknown)} (available: seg, depth)")
+        self.tasks = tuple(tasks)
+        self.max_depth = max_depth
+        self.encoder = build_encoder(encoder, in_channels)
+        out = {"seg": num_classes, "depth": 1}
+        self.decoders = nn.ModuleDict({
+            t: UNetDecoder(self.encoder.channels, out[t], decoder_channels, decoder_convs)
+            for t in self.tasks
+        })
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared layer, where GradNorm measures per-task gradient norms."""
+        return list(self.encoder.layer4.parameters())
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        size = (x.shape[-2], x.shape[-1])
+        feats = self.encoder(x)
+        out = {t: self.decoders[t](feats, size) for t in self.tasks}
+        if "depth" in out:
+            out["depth"] = depth_activation(out["depth"], self.max_depth)
+        return out
