@@ -11,6 +11,9 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["mtl_perception", "mtl_perception.*", "mtl_training",
                                     "mtl_training.*"]),
+    # the committed experiment YAMLs ship inside the package (experiments read them from there);
+    # config/train in the repository is a link to this folder
+    package_data={"mtl_training": ["configs/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -37,7 +40,7 @@ setup(
             "ros-std-msgs",
             "ros-diagnostic-msgs",
         ],
-        "test": ["pytest>=7", "ruff>=0.5"],
+        "test": ["pytest>=7", "ruff>=0.5", "import-linter>=2.0"],
     },
     zip_safe=True,
     maintainer="mtl_perception maintainers",
@@ -48,7 +51,7 @@ setup(
         "console_scripts": [
             "perception_node = mtl_perception.ros.node:main",
             "mtl-train = mtl_training.apps.train_cli:main",
-            "mtl-replay = mtl_perception.ros.client:main",
+            "mtl-replay = mtl_training.apps.replay_cli:main",
         ],
     },
 )

@@ -5,8 +5,8 @@ colour, 320x240 16UC1 depth from a second camera (so every frame is registered),
 both, 10 Hz. Then, interleaved over a few rounds so background load hits both alike:
 - baseline: AnyReader opens the bag and deserialises every colour and depth message (what any
   rosbags-based tool must do at least);
-- extract: `mtl_training.data.bags.extract.extract` into a fresh folder: stamp scan, pairing, decoding,
-  registration into colour and PNG writing (rgb + 16-bit depth) + the index.
+- extract: `mtl_training.data.bags.extract.extract` into a fresh folder: stamp scan, pairing,
+  decoding, registration into colour and PNG writing (rgb + 16-bit depth) + the index.
 The ratio extract/baseline in frames per second is the headline: how much of a bare read the full
 extraction keeps. Frames = colour frames (one colour + one depth message each).
 """

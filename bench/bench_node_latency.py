@@ -83,9 +83,10 @@ def run(results_dir: Path) -> dict[str, Any]:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import torch
 
+    from mtl_perception.ros.client import NodeDiagnostics, PerceptionClient
+    from mtl_perception.ros.process import start_node, stop_node
     from mtl_perception.runtime.memory import retain_freed_memory
     from mtl_perception.runtime.predictor import Predictor
-    from mtl_perception.ros.client import NodeDiagnostics, PerceptionClient, start_node, stop_node
 
     torch.set_num_threads(THREADS)
     retain_freed_memory()  # as perception_node's main does: same allocator on both sides

@@ -7,10 +7,10 @@ a run can always be rebuilt from what it wrote.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -312,10 +312,15 @@ def load_config(path: str | Path | None = None,
     return cfg
 
 
+def load_packaged_config(name: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A committed experiment YAML by name (`synthetic_demo`, ...), read from the installed
+    package (mtl_training/configs, which `config/train` in the repository links to), so
+    experiments run the same from a checkout, a wheel or a colcon install space."""
+    ref = resources.files("mtl_training") / "configs" / f"{name}.yaml"
+    with resources.as_file(ref) as path:
+        return load_config(path, overrides)
+
+
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-
-def replace(obj: T, **changes: Any) -> T:
-    """dataclasses.replace, re-exported so callers need one import for config work."""
-    return dataclasses.replace(obj, **changes)

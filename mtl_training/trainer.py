@@ -29,10 +29,9 @@ from mtl_perception.core.models.registry import build_model
 from mtl_perception.core.models.transfer import TaskTransfer
 from mtl_training.amp import autocast_dtype
 from mtl_training.checkpoint import load_checkpoint, save_checkpoint
-from mtl_training.config import ConfigError, ExperimentConfig, from_dict, save_config
+from mtl_training.config import ConfigError, ExperimentConfig, save_config
 from mtl_training.data import build_datasets
-from mtl_training.data.datasets import MultiTaskDataset, collate
-from mtl_training.data.datasets import training_view
+from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
 from mtl_training.report import montage, save_rgb_png
@@ -297,7 +296,3 @@ def train(cfg: ExperimentConfig, resume: bool = False, pseudo=None) -> Path:
     """Train the stage described by cfg into cfg.train.out_dir; returns the run directory."""
     has_last = (Path(cfg.train.out_dir) / "last.pt").is_file()
     return Trainer(cfg, pseudo, load_pretrained=not (resume and has_last)).fit(resume=resume)
-
-
-def config_from_checkpoint(ckpt: dict[str, Any]) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, ckpt["config"])

@@ -77,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stream_through_node(artifact: Path, data_dir: Path, out: Path, n_frames: int) -> dict:
+    from mtl_perception.core.metrics import DepthMetrics, SegMetrics
+    from mtl_perception.ros.client import PerceptionClient, decode_outputs
+    from mtl_perception.ros.process import start_node, stop_node
     from mtl_perception.runtime.memory import retain_freed_memory
     from mtl_perception.runtime.predictor import Predictor
-    from mtl_perception.ros.client import PerceptionClient, decode_outputs, start_node, stop_node
     from mtl_training.data.sources.folder import FolderSource
-    from mtl_perception.core.metrics import DepthMetrics, SegMetrics
     from mtl_training.report import montage, save_rgb_png
 
     val = FolderSource(data_dir, "val")

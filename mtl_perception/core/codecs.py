@@ -58,7 +58,7 @@ def image_to_array(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"step {step} < width x bytes per pixel ({row})")
     buf = _buffer(msg.data)
     if buf.size < step * (h - 1) + row:
-        raise ImageConversionError(f"data has {buf.size} bytes, {encoding_size(h, step, row)} "
+        raise ImageConversionError(f"data has {buf.size} bytes, {step * (h - 1) + row} "
                                    f"needed for {w}x{h} {enc} with step {step}")
     rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
     arr = rows.view(dtype.newbyteorder(">") if msg.is_bigendian and dtype.itemsize > 1 else dtype)
@@ -66,10 +66,6 @@ def image_to_array(msg: Any) -> np.ndarray:
     if arr.dtype.byteorder == ">":
         arr = arr.astype(dtype)
     return arr
-
-
-def encoding_size(h: int, step: int, row: int) -> int:
-    return step * (h - 1) + row
 
 
 def image_to_rgb(msg: Any, contiguous: bool = True) -> np.ndarray:
@@ -118,16 +114,22 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second frame buffer
 
 
-def depth_image_to_metres(msg: Any) -> np.ndarray:
-    """Depth Image -> float32 [H, W] metres, 0 = invalid (REP 118: 16UC1/mono16 are millimetres)."""
+def depth_image_to_metres(msg: Any, scale_16bit: float = 0.001) -> np.ndarray:
+    """Depth Image -> float32 [H, W] metres, 0 = invalid.
+
+    16UC1/mono16 hold integer units of `scale_16bit` metres: millimetres by REP 118, but a
+    recording can say otherwise (the RealSense SDK's "Depth Units" option), so bag readers pass
+    the recorded scale. 32FC1 is metres already; NaN, inf and negative values become 0.
+    """
     arr = image_to_array(msg)
     if msg.encoding in ("16UC1", "mono16"):
-        return arr.astype(np.float32) * 0.001
+        return arr.astype(np.float32) * np.float32(scale_16bit)
     if msg.encoding == "32FC1":
         d = np.array(arr, dtype=np.float32)
         d[~np.isfinite(d) | (d < 0)] = 0.0
         return d
-    raise ImageConversionError(f"encoding '{msg.encoding}' is not a depth image")
+    raise ImageConversionError(f"encoding '{msg.encoding}' is not a depth image "
+                               "(16UC1, mono16 or 32FC1)")
 
 
 def fill_image(msg: Any, array: np.ndarray, encoding: str, header: Any | None = None) -> Any:

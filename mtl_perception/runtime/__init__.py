@@ -1,0 +1,1 @@
+"""Inference: the Predictor (pre/postprocessing) over a backend that runs the network."""

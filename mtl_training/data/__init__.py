@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtl_perception.core.contracts import FrameSource
 from mtl_training.config import DataConfig
 from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
 from mtl_training.data.sources import build_sources
 
-__all__ = ["build_datasets", "build_sources", "label_subsets"]
+__all__ = ["build_datasets", "build_sources", "datasets_from_sources", "label_subsets"]
 
 
 def label_subsets(cfg: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -23,7 +24,15 @@ def build_datasets(cfg: DataConfig, pseudo: PseudoLabels | None = None
                    ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     """Training split with the configured label subsets and augmentation; a fully labelled,
     unaugmented validation split."""
-    train_src, val_src = build_sources(cfg)
+    return datasets_from_sources(cfg, build_sources(cfg), pseudo)
+
+
+def datasets_from_sources(cfg: DataConfig, sources: tuple[FrameSource, FrameSource],
+                          pseudo: PseudoLabels | None = None
+                          ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+    """As `build_datasets`, over (train, val) sources the caller already holds: a study that
+    trains many configurations renders or reads its frames once and shares them."""
+    train_src, val_src = sources
     keep_seg, keep_depth = label_subsets(cfg, len(train_src))
     size = (cfg.height, cfg.width)
     train = MultiTaskDataset(train_src, size, cfg.augment, keep_seg, keep_depth, pseudo, cfg.seed)

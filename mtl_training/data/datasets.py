@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from mtl_perception.core.contracts import FrameSource
 from mtl_training.data.transforms import make_sample
 
+
 def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
                   explicit: Sequence[int] | None = None, seed: int = 0,
                   salt: int = 0) -> np.ndarray:
@@ -43,7 +44,7 @@ def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
 
 
 class PseudoLabels(Protocol):
-    """Pseudo-label store lookup (see mtl_training.pseudo.run)."""
+    """Pseudo-label store lookup (mtl_training.pseudo.store.PseudoLabelStore implements it)."""
 
     def get(self, frame_id: str) -> np.ndarray | None: ...
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e .[ros])")
 
-from mtl_perception.ros.client import main as replay_main
+from mtl_training.apps.replay_cli import main as replay_main
 from mtl_training.data.bags.reader import index_bag
 from mtl_training.data.bags.synth import LABEL_TOPIC, SynthBagSpec, write_synthetic_bag
 

@@ -2,7 +2,12 @@
 
 import pytest
 
-from mtl_training.apps.experiments.consistency import _variants, render_report, row_deltas, st_reference
+from mtl_training.apps.experiments.consistency import (
+    _variants,
+    render_report,
+    row_deltas,
+    st_reference,
+)
 
 
 def _res(miou, acc, abs_err, rel):

@@ -45,6 +45,14 @@ def test_round_trip_depth_and_labels():
     assert np.allclose(depth_image_to_metres(mm), depth, atol=1e-3)
 
 
+def test_16bit_depth_is_millimetres_unless_the_recording_says_otherwise():
+    units = np.array([[0, 1000, 65535]], np.uint16)
+    msg = fill_image(Image(), units, "mono16")
+    rep118 = depth_image_to_metres(msg)
+    assert rep118.dtype == np.float32 and np.allclose(rep118, units * 1e-3)
+    assert np.allclose(depth_image_to_metres(msg, 1e-4), units * 1e-4)  # RealSense "Depth Units"
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"encoding": "yuv422_yuy2"}, "unsupported encoding"),
     ({"height": 0}, "invalid size"),

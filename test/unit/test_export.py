@@ -5,8 +5,6 @@ import pytest
 import torch
 from conftest import make_tiny_artifact
 
-from mtl_perception.core.models.registry import ModelSpec, build_model
-
 from mtl_perception.core.artifact import (
     FORMAT_VERSION,
     METADATA_KEY,
@@ -14,6 +12,7 @@ from mtl_perception.core.artifact import (
     load_artifact,
     read_metadata,
 )
+from mtl_perception.core.models.registry import ModelSpec, build_model
 
 
 def test_round_trip_gives_identical_outputs(tmp_path):
@@ -85,3 +84,62 @@ def test_wrong_weights_or_version_refused(tmp_path):
     save_file(load_file(str(path)), str(path), metadata={METADATA_KEY: json.dumps(meta)})
     with pytest.raises(ArtifactError, match="format_version 99"):
         load_artifact(path)
+
+
+def _rewrite_meta(path, meta):
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(path)), str(path), metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def test_version_1_files_still_load(tmp_path):
+    """v1 stored the training config's model section (with encoder_weights): still readable."""
+    path = make_tiny_artifact(tmp_path / "v1.safetensors", seed=5)
+    reference = load_artifact(path)
+    meta = read_metadata(path).to_json()
+    meta["format_version"] = 1
+    meta["architecture"]["encoder_weights"] = "/somewhere/resnet18.pth"
+    _rewrite_meta(path, meta)
+    old = load_artifact(path)
+    assert old.meta.architecture == reference.meta.architecture
+    x = torch.randn(1, 3, 32, 48)
+    with torch.inference_mode():
+        assert torch.equal(old.model(x)["depth"], reference.model(x)["depth"])
+
+
+def test_the_schema_is_independent_of_the_training_config(tmp_path):
+    """A field the model spec does not know is refused by name (v2), not silently passed on."""
+    path = make_tiny_artifact(tmp_path / "m.safetensors")
+    meta = read_metadata(path).to_json()
+    meta["architecture"]["encoder_weights"] = None  # a training option, not part of v2
+    _rewrite_meta(path, meta)
+    with pytest.raises(ArtifactError, match="unknown field 'encoder_weights'"):
+        read_metadata(path)
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("architecture", "decoder_channels", 100000, r"architecture\.decoder_channels"),
+    ("architecture", "num_classes", 3, "classes lists 4 names"),
+    ("architecture", "arch", "teacher", "not deployable"),
+    ("input", "height", 0, "input.height"),
+    ("input", "width", "abc", "input.width"),
+    ("input", "std", [0.2, 0.0, 0.2], "input.std"),
+    ("depth", "max", -10, "depth range"),
+])
+def test_bad_metadata_fields_are_named(tmp_path, section, key, value, expected):
+    path = make_tiny_artifact(tmp_path / "m.safetensors")
+    meta = read_metadata(path).to_json()
+    meta[section][key] = value
+    _rewrite_meta(path, meta)
+    with pytest.raises(ArtifactError, match=expected) as err:
+        load_artifact(path)
+    assert str(path) in str(err.value)
+
+
+def test_palette_values_are_checked(tmp_path):
+    path = make_tiny_artifact(tmp_path / "m.safetensors")
+    meta = read_metadata(path).to_json()
+    meta["palette"][0] = [300, 0, 0]
+    _rewrite_meta(path, meta)
+    with pytest.raises(ArtifactError, match=r"palette\[0\]"):
+        read_metadata(path)

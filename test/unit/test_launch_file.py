@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from mtl_perception.ros.params import PARAMS
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
 PARAMS_FILE = REPO / "config" / "perception.yaml"
@@ -38,11 +40,6 @@ def test_launch_file_compiles_and_documents_its_arguments(tmp_path):
 
 
 def test_params_file_matches_node_parameters_with_a_comment_per_key():
-    import pytest
-
-    pytest.importorskip("rclpy", reason="the parameter list lives in node.py, which needs rclpy")
-    from mtl_perception.ros.node import PARAMS
-
     data = yaml.safe_load(PARAMS_FILE.read_text())
     (key, body), = data.items()
     assert key == "/**/mtl_perception"

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from mtl_training.config import ConfigError, ModelConfig
 from mtl_perception.core.models.backbones import (
     EncoderWeightsError,
     build_encoder,
     load_encoder_weights,
 )
 from mtl_perception.core.models.registry import ModelSpec, build_model
+from mtl_training.config import ConfigError, ModelConfig
 
 
 @pytest.mark.parametrize("size", [(64, 96), (50, 70)])

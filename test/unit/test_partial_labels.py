@@ -8,11 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mtl_perception.core.contracts import DatasetInfo, RawFrame
 from mtl_training.config import DataConfig
 from mtl_training.data import build_datasets
-from mtl_training.data.datasets import choose_subset, collate
-from mtl_perception.core.contracts import DatasetInfo, RawFrame
-from mtl_training.data.datasets import LabelledView, MultiTaskDataset, training_view
+from mtl_training.data.datasets import (
+    LabelledView,
+    MultiTaskDataset,
+    choose_subset,
+    collate,
+    training_view,
+)
 from mtl_training.losses import task_losses
 
 H, W = 8, 12

@@ -11,24 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_training.config import ExperimentConfig, ModelConfig, PseudoLabelConfig
 from mtl_perception.core.contracts import DatasetInfo, RawFrame
+from mtl_perception.core.models.registry import build_model
+from mtl_training.apps.train_cli import main
+from mtl_training.config import ExperimentConfig, ModelConfig, PseudoLabelConfig
 from mtl_training.data.datasets import MultiTaskDataset
 from mtl_training.data.sources.folder import read_png
-from mtl_perception.core.models.registry import build_model
-from mtl_training.pseudo.run import (
-    JOURNAL,
-    MANIFEST,
-    PseudoLabelError,
-    PseudoLabelStore,
+from mtl_training.pseudo import PseudoLabelError
+from mtl_training.pseudo.run import frames_to_label, run_pseudo_label
+from mtl_training.pseudo.store import JOURNAL, MANIFEST, PseudoLabelStore
+from mtl_training.pseudo.teacher import file_sha256, load_teacher
+from mtl_training.pseudo.thresholds import (
     apply_thresholds,
     class_thresholds,
     confidence_histogram,
     depth_keep,
-    file_sha256,
-    frames_to_label,
-    load_teacher,
-    run_pseudo_label,
     seg_confidence,
 )
 
@@ -230,15 +227,13 @@ def test_store_rejects_bad_folders(tmp_path):
     student.mkdir()
     cfg = ExperimentConfig()
     cfg.model.decoder_channels, cfg.model.decoder_convs = 4, 1
-    torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": asdict(cfg), "info": {}},
-               student / "best.pt")
+    torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": asdict(cfg),
+                "info": {}}, student / "best.pt")
     with pytest.raises(PseudoLabelError, match="not a teacher"):
         load_teacher(student)
 
 
 def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
-    from mtl_training.apps.train_cli import main
-
     torch.manual_seed(0)
     cfg = ExperimentConfig()
     cfg.model = ModelConfig(arch="teacher", decoder_channels=4, decoder_convs=1)  # 7 classes

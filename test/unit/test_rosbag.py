@@ -10,15 +10,21 @@ import json
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
-from mtl_training.apps.train_cli import main as cli_main
-from mtl_training.config import BagConfig
-from mtl_training.data.bags.reader import BagError, index_bag
 from mtl_perception.core.camera import PinholeCamera
 from mtl_perception.core.geometry.registration import register_depth
-from mtl_perception.core.geometry.transforms import StaticTransforms, make_transform
+from mtl_perception.core.geometry.transforms import StaticTransforms, invert, make_transform
+from mtl_training.apps.train_cli import main as cli_main
+from mtl_training.config import BagConfig, DataConfig
+from mtl_training.data import build_datasets
+from mtl_training.data.bags.frames import BagReport, read_synced_frames
+from mtl_training.data.bags.reader import BagError, index_bag
+from mtl_training.data.bags.sync import plan_pairs
 from mtl_training.data.bags.synth import (
     DEPTH_TOPIC,
     LABEL_TOPIC,
@@ -28,7 +34,6 @@ from mtl_training.data.bags.synth import (
     write_synthetic_bag,
 )
 from mtl_training.data.sources.folder import FolderSource, read_index
-from mtl_training.data.bags.extract import BagReport, plan_pairs, read_synced_frames
 
 REALSENSE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "realsense"
 RS_BAGS = {"ros1": "single_depth_color_640x480.bag", "sqlite3": "ros2_sqlite3",
@@ -229,9 +234,6 @@ def test_extracted_folder_trains_as_a_folder_dataset(tmp_path, capsys):
     bag, _ = write(tmp_path, frames=12)
     out = tmp_path / "ds"
     assert run_cli(capsys, "bag", "extract", str(bag), "--out", str(out))[0] == 0
-    from mtl_training.config import DataConfig
-    from mtl_training.data import build_datasets
-
     train, val = build_datasets(DataConfig(name="folder", root=str(out), height=32, width=48))
     assert len(train) + len(val) == 12 and len(val) >= 1
     sample = train[0]
@@ -241,9 +243,6 @@ def test_extracted_folder_trains_as_a_folder_dataset(tmp_path, capsys):
 
 # -- bad data ------------------------------------------------------------------------------------
 def test_undecodable_messages_are_skipped_counted_and_reported(tmp_path, capsys):
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
     ts = get_typestore(Stores.ROS2_HUMBLE)
     bag = tmp_path / "bad"
     rgb = np.full((20, 30, 3), 120, np.uint8)
@@ -362,8 +361,6 @@ def test_realsense_index_and_extract(tmp_path, capsys, kind):
 
 def _edge_agreement(depth: np.ndarray, rgb: np.ndarray) -> float:
     """Correlation of depth and colour gradient magnitudes (higher = better aligned)."""
-    import cv2
-
     g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (5, 5), 0)
     gc = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
     dd = cv2.GaussianBlur(depth, (5, 5), 0)
@@ -375,8 +372,6 @@ def _edge_agreement(depth: np.ndarray, rgb: np.ndarray) -> float:
 
 @needs_realsense
 def test_realsense_extrinsic_direction_aligns_depth_with_colour():
-    from mtl_perception.core.geometry.transforms import invert
-
     bag = REALSENSE / RS_BAGS["ros1"]
     report = BagReport(str(bag))
     (f,) = read_synced_frames(bag, BagConfig(), report)

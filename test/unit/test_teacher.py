@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtl_training.config import ConfigError, ExperimentConfig, ModelConfig
-from mtl_training.data.datasets import collate
 from mtl_perception.core.models.registry import ModelSpec, build_model
 from mtl_perception.core.models.teacher import FusionBlock, MultiModalTeacher
+from mtl_training.config import ConfigError, ExperimentConfig, ModelConfig
+from mtl_training.data.datasets import collate
+from mtl_training.trainer import Trainer
 
 B, C = 2, 5
 
@@ -69,8 +70,6 @@ def test_unknown_direction_is_a_config_error():
 
 
 def test_teacher_trains_only_on_frames_with_both_labels(tmp_path):
-    from mtl_training.trainer import Trainer
-
     cfg = ExperimentConfig()
     cfg.data.train_frames, cfg.data.val_frames = 10, 2
     cfg.data.render_height, cfg.data.render_width = 24, 32

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from mtl_training.config import ConfigError, ExperimentConfig
 from mtl_perception.core.artifact import load_artifact
-from mtl_training.export import export_run
 from mtl_perception.core.models.backbones import build_encoder
 from mtl_perception.core.models.registry import build_model
 from mtl_training.checkpoint import load_checkpoint, model_config_of
+from mtl_training.config import ConfigError, ExperimentConfig
+from mtl_training.export import export_run
 from mtl_training.trainer import Trainer, train
 
 

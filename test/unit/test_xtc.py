@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mtl_training.losses import cross_task_losses, task_losses, task_objectives
 from mtl_perception.core.models.transfer import TaskTransfer
+from mtl_training.losses import cross_task_losses, task_losses, task_objectives
 
 
 def _batch(has_seg, has_depth, b=2, h=6, w=8, classes=3):

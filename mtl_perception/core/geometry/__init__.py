@@ -1,0 +1,1 @@
+"""Geometry on numpy arrays: point clouds, depth registration, rigid transforms."""

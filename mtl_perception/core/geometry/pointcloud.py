@@ -40,8 +40,9 @@ class PointCloudBuilder:
             self._key, self._rays = key, (grid_x, grid_y)
         return self._rays
 
-    def build(self, depth: np.ndarray, camera: PinholeCamera, stride: int = 1, max_depth: float = 0.0,
-              rgb: np.ndarray | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+    def build(self, depth: np.ndarray, camera: PinholeCamera, stride: int = 1,
+              max_depth: float = 0.0, rgb: np.ndarray | None = None,
+              labels: np.ndarray | None = None) -> np.ndarray:
         """Depth [H, W] metres -> structured POINT_DTYPE [N] for every `stride`-th pixel.
 
         Pixels with depth <= 0, non-finite, or beyond `max_depth` (0 = no limit) are left out.

@@ -1,0 +1,1 @@
+"""Networks (student, teacher, task-transfer nets) and the registry that rebuilds them."""

@@ -98,7 +98,10 @@ class ModelSpec:
         tasks = values.get("tasks", cls.tasks)
         if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
             raise ModelSpecError(f"{where}.tasks must be a list of task names, got {tasks!r}")
-        return cls(**{**values, "tasks": tuple(tasks)})
+        try:
+            return cls(**{**values, "tasks": tuple(tasks)})
+        except ModelSpecError as exc:  # name the field as this document calls it
+            raise ModelSpecError(str(exc).replace("model.", f"{where}.", 1)) from None
 
 
 def _int_in(name: str, value: Any, low: int, high: int) -> None:

@@ -9,6 +9,7 @@ from mtl_perception.core.contracts import TASKS
 from mtl_perception.core.models.backbones import build_encoder
 from mtl_perception.core.models.decoder import UNetDecoder
 
+
 def depth_activation(x: Tensor, max_depth: float) -> Tensor:
     """Bounded positive depth in metres: (0, max_depth). Sigmoid keeps early training stable."""
     return torch.sigmoid(x) * max_depth

@@ -1,45 +1,34 @@
 """`mtl-train experiment <name>`: committed, reproducible studies that write docs/results/*.md.
 
-Each study module registers itself with @experiment; the command lists them, so a results page
-always names the exact command that produced it.
+The studies are listed in EXPERIMENTS; the command runs one by name, so a results page always
+names the exact command that produced it. Adding a study: a module here with a `run(args)`
+function, and one line in EXPERIMENTS.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mtl_training.apps.train_cli import UserError, command
+from mtl_training.apps.command import Command, UserError
+from mtl_training.apps.experiments import consistency, imbalance
 
 
-@dataclass
+@dataclass(frozen=True)
 class Experiment:
     name: str
     help: str
     run: Callable[[argparse.Namespace], None]
 
 
-EXPERIMENTS: dict[str, Experiment] = {}
-_MODULES = ("mtl_training.apps.experiments.imbalance", "mtl_training.apps.experiments.consistency")
-
-
-def experiment(name: str, help: str):
-    def wrap(fn: Callable[[argparse.Namespace], None]):
-        EXPERIMENTS[name] = Experiment(name, help, fn)
-        return fn
-
-    return wrap
-
-
-def _load() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment("imbalance", "UMMT vs UMMT-PS vs UMMT-PD at 5/10/50 % seg labels, tau sweep",
+               imbalance.run),
+    Experiment("consistency",
+               "XTasC-Net vs Base ST/MT-Net x weightings (METHOD.md B, Table I/III)",
+               consistency.run),
+)}
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -51,11 +40,13 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="markdown results file to (re)write")
 
 
-@command("experiment", "run a committed study (imbalance, consistency) and write its results page",
-         _args)
 def _run(args: argparse.Namespace) -> None:
-    _load()
     if args.name not in EXPERIMENTS:
         raise UserError(f"unknown experiment '{args.name}' "
                         f"(available: {', '.join(sorted(EXPERIMENTS)) or 'none'})")
     EXPERIMENTS[args.name].run(args)
+
+
+EXPERIMENT = Command("experiment",
+                     "run a committed study (imbalance, consistency) and write its results page",
+                     _args, _run)

@@ -30,17 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtl_training.config import ExperimentConfig, apply_override, load_config
 from mtl_perception.core.contracts import FrameSource
-from mtl_training.data import build_sources
-from mtl_training.data.datasets import MultiTaskDataset, choose_subset
-from mtl_training.apps.experiments import experiment
+from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m
+from mtl_training.config import ExperimentConfig, apply_override, load_packaged_config
+from mtl_training.data import build_sources, datasets_from_sources
+from mtl_training.report import markdown_table
+from mtl_training.trainer import Trainer
 
 log = logging.getLogger("mtl_training.apps.experiments.consistency")
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "config" / "train" / "synthetic_consistency.yaml"
+CONFIG = "synthetic_consistency"  # mtl_training/configs/<CONFIG>.yaml, i.e. config/train/
+DEFAULT_OUT = "runs/consistency"
+DEFAULT_REPORT = "docs/results/consistency.md"
 METRICS = ("miou", "pixel_acc", "abs_err", "rel_err")
 SCARCE_SEG_FRACTION = 0.1
 
@@ -90,29 +92,17 @@ def scaled(base: ExperimentConfig, scale: float) -> ExperimentConfig:
     return base
 
 
-def make_datasets(cfg: ExperimentConfig, sources: tuple[FrameSource, FrameSource]
-                  ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
-    """As `build_datasets`, over shared sources: the world is rendered once for the whole sweep."""
-    d = cfg.data
-    train_src, val_src = sources
-    n = len(train_src)
-    keep_seg = choose_subset(n, d.seg_fraction, d.seg_count, d.seg_frames, d.seed, salt=1)
-    keep_depth = choose_subset(n, d.depth_fraction, d.depth_count, d.depth_frames, d.seed, salt=2)
-    size = (d.height, d.width)
-    return (MultiTaskDataset(train_src, size, d.augment, keep_seg, keep_depth, None, d.seed),
-            MultiTaskDataset(val_src, size, False, seed=d.seed))
-
-
 def run_one(cfg: ExperimentConfig, sources: tuple[FrameSource, FrameSource]) -> dict[str, Any]:
-    """Train one configuration (continuing a half-finished run) and return its final metrics."""
-    from mtl_training.trainer import Trainer
+    """Train one configuration (continuing a half-finished run) and return its final metrics.
 
+    `sources` are shared by every run: the world is rendered once for the whole sweep.
+    """
     run_dir = Path(cfg.train.out_dir)
     result_path = run_dir / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
     t0 = time.time()
-    trainer = Trainer(cfg, datasets=make_datasets(cfg, sources))
+    trainer = Trainer(cfg, datasets=datasets_from_sources(cfg.data, sources))
     params = sum(p.numel() for p in trainer.model.parameters())
     ttnet = sum(p.numel() for p in trainer.transfer.parameters()) if trainer.transfer else 0
     trainer.fit(resume=True)
@@ -205,8 +195,6 @@ def render_report(results: dict[str, dict[int, dict]], variants: list[Variant],
                      "Rel Err ↓": _mean_std(vals["rel_err"]),
                      "Δm vs ST (%) ↑": _pm(deltas) if deltas else "–",
                      "Seeds": len(seeds), "Train s/run": f"{np.mean(t):.0f}" if t else "–"})
-    from mtl_training.report import markdown_table
-
     lines += ["## Results", "", markdown_table(rows), ""]
     lines += _paired_section(results)
     lines += ["## Reading", "", *_reading(results, variants), ""]
@@ -263,8 +251,6 @@ def _paired_section(results: dict[str, dict[int, dict]]) -> list[str]:
                      "Δm of XTC vs MT (%)": _pm(d["delta_m"]), "Seeds XTC better": f"{wins}/{n}"})
     if not rows:
         return []
-    from mtl_training.report import markdown_table
-
     return ["## XTasC-Net against Base MT-Net, paired by seed", "",
             "Differences XTC − MT per seed (negative is better for the error columns), and Δm "
             "of XTasC-Net with the MT-Net of the same seed as the baseline.", "",
@@ -357,11 +343,11 @@ def collect(out: Path, variants: list[Variant], seeds: int) -> dict[str, dict[in
     return results
 
 
-@experiment("consistency", "XTasC-Net vs Base ST/MT-Net x weightings (METHOD.md B, Table I/III)")
 def run(args: argparse.Namespace) -> None:
-    out = Path(args.out or "runs/consistency")
-    report = Path(args.report or REPO / "docs" / "results" / "consistency.md")
-    base = scaled(load_config(CONFIG), args.scale)
+    """`mtl-train experiment consistency`: run (or continue) the sweep, rewrite its page."""
+    out = Path(args.out or DEFAULT_OUT)
+    report = Path(args.report or DEFAULT_REPORT)
+    base = scaled(load_packaged_config(CONFIG), args.scale)
     torch.set_num_threads(base.train.num_threads or 1)
     sources = build_sources(base.data)
     variants = _variants()
@@ -374,8 +360,7 @@ def run(args: argparse.Namespace) -> None:
             log.info("consistency: %s seed %d done in %.0fs: %s", v.key, seed, res["time_s"],
                      res["metrics"])
             results = collect(out, variants, args.seeds)
-            report.parent.mkdir(parents=True, exist_ok=True)
             wall = sum(r["time_s"] for rs in results.values() for r in rs.values())
-            report.write_text(render_report(results, variants,
-                                            _context(args, base, results, wall)))
+            write_text_atomic(report, render_report(results, variants,
+                                                    _context(args, base, results, wall)))
     log.info("consistency: all runs done in %.1f min; wrote %s", (time.time() - t0) / 60, report)

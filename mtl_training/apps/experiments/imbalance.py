@@ -33,10 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtl_training.config import ExperimentConfig, ModelConfig, PseudoLabelConfig
-from mtl_training.data.datasets import MultiTaskDataset, choose_subset
-from mtl_training.apps.experiments import experiment
+from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m, flatten
+from mtl_training.apps.command import UserError
+from mtl_training.config import DataConfig, ExperimentConfig, ModelConfig, PseudoLabelConfig
+from mtl_training.data import datasets_from_sources
+from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
+from mtl_training.data.sources.synthetic import SyntheticSource, WorldConfig
+from mtl_training.pseudo.run import run_pseudo_label
+from mtl_training.pseudo.store import PseudoLabelStore
+from mtl_training.pseudo.teacher import load_teacher
+from mtl_training.trainer import Trainer
 
 log = logging.getLogger("mtl_training.apps.experiments.imbalance")
 
@@ -106,21 +113,15 @@ class _World:
     """Per seed: the rendered frames (cached once, shared by every run of that seed)."""
 
     def __init__(self, plan: Plan, seed: int) -> None:
-        from mtl_training.data.sources.synthetic import SyntheticSource, WorldConfig
-
         world = WorldConfig(height=plan.render[0], width=plan.render[1], max_depth=10.0)
         self.plan, self.seed = plan, seed
         self.train = SyntheticSource(seed, 0, plan.train_frames, world)
         self.val = SyntheticSource(seed, SyntheticSource.VAL_OFFSET, plan.val_frames, world)
 
-    def datasets(self, ratio: float, pseudo=None) -> tuple[MultiTaskDataset, MultiTaskDataset]:
-        """The same subsets `build_datasets` picks for data.seg_fraction=ratio (same salts)."""
-        n = len(self.train)
-        keep_seg = choose_subset(n, ratio, seed=self.seed, salt=1)
-        keep_depth = choose_subset(n, DEPTH_FRACTION, seed=self.seed, salt=2)
-        train = MultiTaskDataset(self.train, self.plan.size, True, keep_seg, keep_depth, pseudo,
-                                 self.seed)
-        return train, MultiTaskDataset(self.val, self.plan.size, False, seed=self.seed)
+    def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None
+                 ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+        """What `build_datasets(cfg)` gives, over this seed's already rendered frames."""
+        return datasets_from_sources(cfg, (self.train, self.val), pseudo)
 
 
 class Study:
@@ -151,25 +152,23 @@ class Study:
             f.write(json.dumps(rec, default=float) + "\n")
         write_report(self)
 
-    def _train(self, cfg: ExperimentConfig, seed: int, ratio: float, pseudo=None
+    def _train(self, cfg: ExperimentConfig, seed: int, pseudo: PseudoLabels | None = None
                ) -> dict[str, Any]:
-        from mtl_training.trainer import Trainer
-
         run_dir = Path(cfg.train.out_dir)
         if run_dir.exists():  # a unit interrupted mid-training starts over
             shutil.rmtree(run_dir)
         t0, c0 = time.time(), time.process_time()
-        trainer = Trainer(cfg, datasets=self.world(seed).datasets(ratio, pseudo))
+        trainer = Trainer(cfg, datasets=self.world(seed).datasets(cfg.data, pseudo))
         trainer.fit()
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         last = json.loads(lines[-1])
         return {"val": last["val"], "steps": last["step"], "wall_s": time.time() - t0,
                 "cpu_s": time.process_time() - c0}
 
-    def student(self, key: str, seed: int, ratio: float, pseudo=None,
+    def student(self, key: str, seed: int, ratio: float, pseudo: PseudoLabels | None = None,
                 extra: dict[str, Any] | None = None) -> None:
         run_dir = self.out / key
-        res = self._train(_config(self.plan, seed, ratio, run_dir), seed, ratio, pseudo)
+        res = self._train(_config(self.plan, seed, ratio, run_dir), seed, pseudo)
         for ckpt in run_dir.glob("*.pt"):  # students are scored; their weights are not needed
             ckpt.unlink()
         self._record({"key": key, "kind": "student", "seed": seed, "ratio": ratio,
@@ -184,8 +183,7 @@ class Study:
         if self.results.get(key, {}).get("skipped"):
             return None
         try:
-            res = self._train(_config(self.plan, seed, ratio, run_dir, "teacher", aux), seed,
-                              ratio)
+            res = self._train(_config(self.plan, seed, ratio, run_dir, "teacher", aux), seed)
         except ValueError as exc:
             if "no training frame keeps" not in str(exc):
                 raise
@@ -199,8 +197,6 @@ class Study:
 
     def pseudo_student(self, seed: int, ratio: float, aux: str, tau: float = MAIN_TAU,
                        mode: str = "global") -> None:
-        from mtl_training.pseudo.run import PseudoLabelStore, load_teacher, run_pseudo_label
-
         arm = "ps" if aux == "depth" else "pd"
         tag = arm if aux == "seg" else f"ps_{mode}" if mode == "per_class" else f"ps_tau{tau}"
         key = f"s{seed}/r{ratio}/{tag}"
@@ -211,10 +207,10 @@ class Study:
             return
         teacher = load_teacher(teacher_dir, "last")
         cfg = PseudoLabelConfig(tau=tau, mode=mode, batch_size=16)
-        train_set, _ = self.world(seed).datasets(ratio)
+        pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
+        train_set, _ = self.world(seed).datasets(_config(self.plan, seed, ratio, pseudo_dir).data)
         t0 = time.time()
         cache = self.caches.setdefault(str(teacher_dir), {})
-        pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
         summary = run_pseudo_label(teacher, train_set, pseudo_dir, cfg, overwrite=True,
                                    progress=False, cache=cache)
         store = PseudoLabelStore(pseudo_dir)
@@ -418,8 +414,8 @@ def write_report(study: Study, finished: bool = False) -> None:
     lines = [
         "# Imbalanced labels: teacher pseudo-labels vs scarce labels alone",
         "",
-        "METHOD.md A on the procedural RGB-D world (`mtl_training/data/synthetic.py`: colour "
-        "never identifies the class, geometry does). Produced by",
+        "METHOD.md A on the procedural RGB-D world (`mtl_training/data/sources/synthetic.py`: "
+        "colour never identifies the class, geometry does). Produced by",
         "",
         "```",
         f"nice -n 10 .venv/bin/{cmd}",
@@ -475,16 +471,11 @@ def write_report(study: Study, finished: bool = False) -> None:
         *_reading(study),
         "",
     ]
-    study.report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = study.report.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, study.report)
+    write_text_atomic(study.report, "\n".join(lines))
 
 
-@experiment("imbalance", "UMMT vs UMMT-PS vs UMMT-PD at 5/10/50 % seg labels, tau sweep")
-def run_imbalance(args: argparse.Namespace) -> None:
-    from mtl_training.apps.train_cli import UserError
-
+def run(args: argparse.Namespace) -> None:
+    """`mtl-train experiment imbalance`: run (or continue) the study, rewrite its page."""
     if args.seeds < 1 or args.scale <= 0:
         raise UserError("--seeds must be >= 1 and --scale > 0")
     torch.set_num_threads(1)

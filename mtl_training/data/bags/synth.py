@@ -13,7 +13,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rosbags.typesys import Stores, get_typestore
+from rosbags.rosbag1 import Writer as Writer1
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from mtl_training.data.sources.synthetic import WorldConfig, render_frame
 
@@ -112,12 +114,8 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
         return ts.serialize_ros1(msg, typ) if ros1 else ts.serialize_cdr(msg, typ)
 
     if ros1:
-        from rosbags.rosbag1 import Writer as Writer1
-
         writer = Writer1(path)
     else:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         plugin = StoragePlugin.MCAP if spec.storage == "mcap" else StoragePlugin.SQLITE3
         writer = Writer(path, version=9, storage_plugin=plugin)
     img_t, cimg_t = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
@@ -174,8 +172,6 @@ def _write_tf_static(writer, ts, ser, stamp_ns: int, pose: tuple[float, ...], ro
     T = ts.types
     tf_t = "tf2_msgs/msg/TFMessage"
     if tf_t not in T:  # the noetic store has no tf2_msgs
-        from rosbags.typesys import get_types_from_msg
-
         ts.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms", tf_t))
     conn = writer.add_connection("/tf_static", tf_t, typestore=ts)
     tr = T["geometry_msgs/msg/Transform"](

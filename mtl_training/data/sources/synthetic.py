@@ -56,8 +56,6 @@ _FACE_NORMALS = np.array(
     [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1], [0, 0, 0]],
     dtype=np.float32,
 )  # [7, 3]
-# The two world axes spanning each face, used as texture coordinates (sphere row is a placeholder).
-_FACE_UV_AXES = np.array([[1, 2], [1, 2], [0, 2], [0, 2], [0, 1], [0, 1], [0, 1]])  # [7, 2]
 _ROOM_CLASSES = (_WALL, _WALL, _WALL, _WALL, _FLOOR, _CEILING)
 
 _PATTERN_PLAIN, _PATTERN_STRIPES, _PATTERN_CHECKER, _PATTERN_NOISE = range(4)
@@ -193,7 +191,8 @@ def render_frame(seed: int, index: int, cfg: WorldConfig = WorldConfig()) -> Fra
         dirs = (R_wc.astype(np.float32) @ d_cam).reshape(3, cfg.height, cfg.width)
         t, face, sid = _cast(scene, cam_pos, dirs, R_wc, K)
         seg = scene.surf_cls[sid]  # [H, W]
-        if np.count_nonzero(np.bincount(seg.ravel(), minlength=len(CLASSES))) >= 3:
+        present = np.count_nonzero(np.bincount(seg.ravel(), minlength=len(CLASSES)))
+        if present >= _MIN_CLASSES_PER_FRAME:
             break
 
     points = cam_pos[:, None, None] + t * dirs  # [3, H, W] world hit points

@@ -1,0 +1,195 @@
+"""One frame through the node: decode, infer, colour, back-project, publish.
+
+Plain code over message objects: the node decides what is wanted and hands each frame here; tests
+can drive it with fake publishers and no ROS graph. The costs that matter stay low: outputs that
+nobody wants are not computed (no argmax for a depth-only user, no cloud without a subscriber),
+and the image outputs are computed straight into the outgoing messages' buffers
+(`writable_image`), so publishing costs no extra copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+
+from mtl_perception.core.camera import PinholeCamera, scale_projection
+from mtl_perception.core.codecs import (
+    ImageConversionError,
+    compressed_to_rgb,
+    fill_pointcloud2,
+    image_to_rgb,
+    writable_image,
+)
+from mtl_perception.core.geometry.pointcloud import PointCloudBuilder
+from mtl_perception.core.labels import colorize_labels, palette_lut
+from mtl_perception.runtime.predictor import NonFiniteOutput, Predictor
+
+IMAGE_OUTPUTS = ("semantic", "semantic_color", "depth", "confidence")
+
+
+class FrameRejected(ValueError):
+    """This frame cannot be served (bad input, non-finite output): drop it, count it, go on."""
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """The run-time parameters one frame is processed with (a snapshot, taken under the lock)."""
+
+    points_stride: int
+    points_max_depth: float
+
+
+@dataclass
+class FrameResult:
+    """What serving one frame cost: seconds per stage, and when the last output went out."""
+
+    stages: dict[str, float]
+    finished: float  # time.perf_counter()
+
+
+def available_outputs(tasks: tuple[str, ...]) -> dict[str, bool]:
+    """Which outputs a model with these tasks can produce (camera_info always)."""
+    return {"semantic": "seg" in tasks, "semantic_color": "seg" in tasks,
+            "confidence": "seg" in tasks, "depth": "depth" in tasks,
+            "points": "depth" in tasks, "camera_info": True}
+
+
+def needed_predictions(want: Mapping[str, bool]) -> set[str]:
+    """The Predictor outputs ("labels", "confidence", "depth") the wanted topics need."""
+    need = set()
+    if want.get("semantic") or want.get("semantic_color") or want.get("points"):
+        need.add("labels")
+    if want.get("confidence"):
+        need.add("confidence")
+    if want.get("depth") or want.get("points"):
+        need.add("depth")
+    return need
+
+
+def decode(msg: Image | CompressedImage) -> np.ndarray:
+    """Image / CompressedImage -> uint8 [H, W, 3] RGB (possibly a strided view); FrameRejected."""
+    try:
+        if isinstance(msg, CompressedImage):
+            return compressed_to_rgb(msg)
+        return image_to_rgb(msg, contiguous=False)
+    except (ImageConversionError, cv2.error) as exc:
+        raise FrameRejected(str(exc)) from exc
+
+
+def scaled_camera_info(info: CameraInfo, header: Any, intr: PinholeCamera) -> CameraInfo:
+    """The camera_info of the outputs: same camera, K and P scaled to the output size."""
+    out = CameraInfo(header=header, width=intr.width, height=intr.height,
+                     distortion_model=info.distortion_model, d=info.d, r=info.r)
+    sx = intr.fx / info.k[0]
+    sy = intr.fy / info.k[4]
+    out.k = [intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0]
+    if info.p[0] > 0 and info.p[5] > 0:
+        out.p = scale_projection(info.p, sx, sy)
+    else:
+        out.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return out
+
+
+class FramePipeline:
+    """The per-frame work of the node, with the buffers it reuses from frame to frame.
+
+    Args:
+        predictor: the loaded model.
+        network_resolution: outputs at the network input size instead of the camera's.
+        warn: called with a one-line reason when ~/points and ~/camera_info must be skipped
+            (no or unusable camera_info); the node logs it, throttled.
+    """
+
+    def __init__(self, predictor: Predictor, network_resolution: bool,
+                 warn: Callable[[str], None]) -> None:
+        self.predictor = predictor
+        self.network_resolution = network_resolution
+        self.warn = warn
+        n = len(predictor.classes)
+        self.lut = palette_lut(predictor.palette[:n])  # [max(256, n), 3]
+        self.label_encoding = "mono8" if n <= 255 else "16UC1"
+        self.cloud_builder = PointCloudBuilder()
+        self.out_msgs = {name: Image() for name in IMAGE_OUTPUTS}
+
+    def output_camera(self, info: CameraInfo | None, in_w: int, in_h: int, out_w: int,
+                      out_h: int) -> PinholeCamera | None:
+        """Intrinsics of the outputs, or None (with a warning) without a usable camera_info."""
+        if info is None:
+            self.warn("no camera_info received yet: ~/points and ~/camera_info wait for it")
+            return None
+        try:
+            intr = PinholeCamera.from_camera_info(info, in_w, in_h)
+        except ValueError as exc:
+            self.warn(f"ignoring camera_info: {exc}")
+            return None
+        return intr.resized(out_w, out_h)
+
+    def process(self, msg: Image | CompressedImage, want: dict[str, bool],
+                camera_info: CameraInfo | None, settings: FrameSettings,
+                publishers: Mapping[str, Any]) -> FrameResult | None:
+        """Serve one frame to the wanted outputs, publishing each as soon as it is ready.
+
+        Returns None when no inference was needed (only ~/camera_info, or nothing, was left to
+        publish); raises FrameRejected for a frame that cannot be served. `want` is updated in
+        place when ~/points and ~/camera_info must wait for camera_info.
+        """
+        t0 = time.perf_counter()
+        rgb = decode(msg)
+        t1 = time.perf_counter()
+
+        network = self.network_resolution
+        h, w = self.predictor.input_size if network else rgb.shape[:2]
+        intr = None
+        if want.get("points") or want.get("camera_info"):
+            intr = self.output_camera(camera_info, rgb.shape[1], rgb.shape[0], w, h)
+            if intr is None:
+                want["points"] = want["camera_info"] = False
+        need = needed_predictions(want)
+        if not need:  # only ~/camera_info is wanted (or nothing left): no inference at all
+            if want.get("camera_info"):
+                publishers["camera_info"].publish(scaled_camera_info(camera_info, msg.header,
+                                                                     intr))
+            return None
+        dst = {}
+        if want.get("semantic"):
+            dst["labels"] = writable_image(self.out_msgs["semantic"], h, w, self.label_encoding)
+        for name in ("depth", "confidence"):
+            if want.get(name):
+                dst[name] = writable_image(self.out_msgs[name], h, w, "32FC1")
+        try:
+            pred = self.predictor.predict(rgb, "network" if network else "input", need, dst)
+        except (NonFiniteOutput, ValueError, cv2.error) as exc:
+            raise FrameRejected(str(exc)) from exc
+        t2 = time.perf_counter()
+
+        header = msg.header
+        if want.get("semantic"):
+            out = self.out_msgs["semantic"]
+            out.header = header
+            publishers["semantic"].publish(out)
+        if want.get("semantic_color"):
+            out = self.out_msgs["semantic_color"]
+            colorize_labels(pred.labels, self.lut, out=writable_image(out, h, w, "rgb8"))
+            out.header = header
+            publishers["semantic_color"].publish(out)
+        for name in ("depth", "confidence"):
+            if want.get(name):
+                out = self.out_msgs[name]
+                out.header = header
+                publishers[name].publish(out)
+        if want.get("points"):
+            colours = pred.network_rgb if network else rgb
+            points = self.cloud_builder.build(pred.depth, intr, settings.points_stride,
+                                              settings.points_max_depth, colours, pred.labels)
+            publishers["points"].publish(fill_pointcloud2(PointCloud2(), points, header,
+                                                          PointField))
+        if want.get("camera_info"):
+            publishers["camera_info"].publish(scaled_camera_info(camera_info, header, intr))
+        t3 = time.perf_counter()
+        return FrameResult({"decode": t1 - t0, **pred.timings, "publish": t3 - t2}, t3)

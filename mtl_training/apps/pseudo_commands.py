@@ -1,0 +1,82 @@
+"""`mtl-train pseudo-label`: label the frames that lack a target label with the frozen teacher."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtl_perception.core.device import resolve_device
+from mtl_training.apps.command import Command, config_from_args
+from mtl_training.data import build_datasets
+from mtl_training.pseudo import PseudoLabelError
+from mtl_training.pseudo.run import run_pseudo_label
+from mtl_training.pseudo.teacher import load_teacher
+from mtl_training.pseudo.thresholds import MODES
+
+log = logging.getLogger("mtl_training.pseudo.run")  # the name the pseudo-label warnings had
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, type=Path,
+                   help="teacher run directory (uses <dir>/<checkpoint>.pt) or checkpoint file")
+    p.add_argument("--out", required=True, type=Path, help="pseudo-label folder to (re)write")
+    p.add_argument("--tau", type=float, default=None, help="confidence threshold (pseudo.tau)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="global tau, or per-class thresholds min(tau, class quantile)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--max-frames", type=int, default=0,
+                   help="stop after this many new frames (run again to continue)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard a folder written with other settings")
+
+
+def _subset_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The data settings that decide which frames keep which labels."""
+    keys = ("name", "root", "seed", "train_frames", "seg_fraction", "depth_fraction",
+            "seg_count", "depth_count", "seg_frames", "depth_frames")
+    return {k: data.get(k) for k in keys}
+
+
+def _pseudo_label(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    if args.tau is not None:
+        cfg.pseudo.tau = args.tau
+    if args.mode is not None:
+        cfg.pseudo.mode = args.mode
+    device = resolve_device(cfg.train.device)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    teacher = load_teacher(args.teacher, args.checkpoint, device)
+    cfg.data.pseudo_labels = None
+    if _subset_fields(teacher.config.get("data", {})) != _subset_fields(asdict(cfg.data)):
+        log.warning("the teacher was trained with other data/label-subset settings than %s: it "
+                    "may have seen labels of frames it now labels", args.config)
+    train_set, _ = build_datasets(cfg.data)
+    if teacher.model.num_classes != len(train_set.info.classes):
+        raise PseudoLabelError(f"teacher predicts {teacher.model.num_classes} classes, dataset "
+                               f"'{train_set.info.name}' has {len(train_set.info.classes)}")
+    s = run_pseudo_label(teacher, train_set, args.out, cfg.pseudo, device, args.overwrite,
+                         args.max_frames)
+    what = "pixels kept" if teacher.target == "seg" else "depth pixels kept"
+    line = (f"{s['frames']}/{s['planned']} frames labelled ({teacher.target}) in {args.out}: "
+            f"{100 * s['coverage']:.1f} % {what}")
+    if "kept_accuracy" in s:
+        line += f", kept-pixel accuracy {100 * s['kept_accuracy']:.1f} % (held-back ground truth)"
+    if "kept_rel_err" in s:
+        line += f", kept-pixel rel err {s['kept_rel_err']:.3f}, delta1 {s['kept_delta1']:.3f}"
+    print(line)
+    if teacher.target == "seg" and "per_class_coverage" in s:
+        print("per-class coverage: " + ", ".join(
+            f"{n} {100 * v:.0f} %" for n, v in s["per_class_coverage"].items() if v is not None))
+    if not s["complete"]:
+        print("not finished: run the same command again to continue")
+
+
+PSEUDO_LABEL = Command("pseudo-label",
+                       "label the frames that lack a target label with the frozen teacher",
+                       _args, _pseudo_label)

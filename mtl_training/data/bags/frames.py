@@ -1,0 +1,209 @@
+"""A bag -> synced, registered, metric frames: what extraction (training) and mtl-replay read.
+
+Each colour frame is paired with the depth frame nearest in header stamp, depth is registered
+into the colour camera (both CameraInfos + the extrinsic: see calibration.py) and converted to
+metres. Reading is two passes over the image topics: the first reads header stamps straight from
+the raw bytes to plan the pairs (so out-of-order stamps, strides and gaps cost nothing), the
+second deserialises only the messages a planned pair needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtl_perception.core.codecs import depth_image_to_metres
+from mtl_perception.core.geometry.registration import register_depth
+from mtl_training.config import BagConfig
+from mtl_training.data.bags.calibration import extrinsic, read_calibration, registration_mode
+from mtl_training.data.bags.decode import REP118_SCALE, decode_colour, decode_label
+from mtl_training.data.bags.reader import open_bag, safe_messages, stamp_reader
+from mtl_training.data.bags.sync import nearest, plan_frames, ready
+from mtl_training.data.bags.topics import resolve_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncedFrame:
+    """One colour frame with its registered depth (and labels when the bag has them)."""
+
+    stamp_ns: int
+    rgb: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray | None  # float32 [H, W] metres in the colour camera, 0 = invalid
+    seg: np.ndarray | None  # class ids [H, W], 255 = ignore
+    K: np.ndarray | None  # colour intrinsics [3, 3]
+    frame_id: str
+    depth_stamp_ns: int | None = None
+
+
+@dataclass
+class BagReport:
+    """What reading one bag found: counts the user needs to trust (or distrust) the result."""
+
+    bag: str
+    topics: dict[str, str | None] = field(default_factory=dict)
+    colour_messages: int = 0
+    depth_messages: int = 0
+    planned: int = 0
+    unpaired: int = 0  # colour frames with no depth within the tolerance
+    thinned: int = 0  # dropped by min_gap / stride
+    existing: int = 0  # already in the dataset (incremental re-extraction)
+    written: int = 0
+    bad: dict[str, int] = field(default_factory=dict)  # undecodable messages per topic
+    truncated: str | None = None
+    registration: str = "nothing new decoded"
+    extrinsic_source: str = "-"
+    extrinsic: list[list[float]] | None = None  # T_colour_depth [4, 4] used for registration
+    depth_scale: float = REP118_SCALE
+    up_to_date: bool = False
+
+    def stream_error(self, reason: str) -> None:
+        """Reading stopped early (a damaged file): what was read so far is kept."""
+        self.truncated = f"{self.truncated}; {reason}" if self.truncated else reason
+
+    def bad_message(self, topic: str) -> None:
+        """One message on `topic` could not be decoded (it is skipped, the read goes on)."""
+        self.bad[topic] = self.bad.get(topic, 0) + 1
+
+    def summary(self) -> str:
+        """The lines `mtl-train bag extract` prints for this bag."""
+        if self.up_to_date:
+            return f"{self.bag}: up to date ({self.existing} frames already extracted)"
+        text = (f"{self.bag}: {self.colour_messages} colour / {self.depth_messages} depth "
+                f"messages -> {self.planned} pair(s) ({self.unpaired} colour frames without depth "
+                f"in tolerance, {self.thinned} thinned by min_gap/stride); "
+                f"{self.written} written, {self.existing} already extracted; "
+                f"depth: {self.registration}")
+        for topic, n in sorted(self.bad.items()):
+            text += f"\n  skipped {n} undecodable message(s) on {topic}"
+        if self.truncated:
+            text += f"\n  bag truncated: reading stopped early ({self.truncated})"
+        return text
+
+
+def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
+                       skip_stamps: Set[int] = frozenset(),
+                       keep_unpaired: bool = False) -> Iterator[SyncedFrame]:
+    """Yield the bag's paired, registered frames in the bag's recorded order.
+
+    Frames whose colour stamp is in `skip_stamps` are planned but not decoded (already cached).
+    `keep_unpaired` also yields colour frames without depth in tolerance (depth None): replay
+    publishes every colour frame, training keeps only pairs.
+    Everything that goes wrong per message is counted in `report`; a bag that cannot be opened or
+    used raises BagError.
+    """
+    path = Path(path)
+    with open_bag(path) as reader:
+        report.truncated = reader.mtl_recovered
+        topics = resolve_topics(reader, cfg, path)
+        report.topics = dict(topics)
+        cal = read_calibration(reader, topics, report.bad_message)
+        stamp_of = stamp_reader(reader)
+        by_topic = {name: [c for c in reader.connections if c.topic == name]
+                    for name in (topics["rgb"], topics["depth"], topics["label"]) if name}
+        conns = [c for cs in by_topic.values() for c in cs]
+        # pass 1: header stamps from raw bytes
+        stamps: dict[str, list[int]] = {t: [] for t in by_topic}
+        frame_ids: dict[str, str] = {}
+        for conn, _, raw in safe_messages(reader, conns, lambda e: None):
+            try:
+                stamps[conn.topic].append(stamp_of(raw))
+            except (ValueError, IndexError):
+                report.bad_message(conn.topic)
+                continue
+            if conn.topic not in frame_ids:
+                with contextlib.suppress(Exception):  # a bad message is counted in pass 2
+                    frame_ids[conn.topic] = reader.deserialize(raw, conn.msgtype).header.frame_id
+        if not topics["depth"]:
+            report.registration = "no depth topic (frames without depth)"
+        report.colour_messages = len(stamps.get(topics["rgb"], []))
+        report.depth_messages = len(stamps.get(topics["depth"], [])) if topics["depth"] else 0
+        pairs, report.unpaired, report.thinned = plan_frames(
+            stamps[topics["rgb"]], stamps[topics["depth"]] if topics["depth"] else None,
+            cfg.sync_tolerance, cfg.min_gap, cfg.stride, keep_unpaired)
+        report.planned = len(pairs)
+        labels = sorted(set(stamps.get(topics["label"], []))) if topics["label"] else []
+        tol = round(cfg.sync_tolerance * 1e9)
+        todo = {c: d for c, d in pairs if c not in skip_stamps}
+        report.existing = len(pairs) - len(todo)
+        label_for = {c: nearest(labels, c, tol) for c in todo} if labels else {}
+        scale = cfg.depth_scale or cal.depth_units or REP118_SCALE
+        report.depth_scale = scale
+        colour_frame = frame_ids.get(topics["rgb"], "")
+        depth_frame = frame_ids.get(topics["depth"], "") if topics["depth"] else ""
+        T, report.extrinsic_source = extrinsic(cfg, cal, topics, colour_frame, depth_frame)
+        report.extrinsic = None if T is None else T.tolist()
+        if not todo:
+            return
+        depth_users: dict[int, int] = {}  # depth stamp -> colour frames still waiting for it
+        for d in todo.values():
+            if d is not None:
+                depth_users[d] = depth_users.get(d, 0) + 1
+        wanted_labels = {v for v in label_for.values() if v is not None}
+
+        cam_c = cal.rgb_info.camera if cal.rgb_info else None
+        cam_d = cal.depth_info.camera if cal.depth_info else None
+        K_c = None if cam_c is None else cam_c.matrix()
+
+        # pass 2: decode what the plan needs, yield each frame once its parts have arrived
+        colour_buf: dict[int, np.ndarray] = {}
+        depth_buf: dict[int, np.ndarray] = {}
+        label_buf: dict[int, object] = {}
+        register: bool | None = None
+        for conn, _, raw in safe_messages(reader, conns, report.stream_error):
+            try:
+                stamp = stamp_of(raw)
+            except (ValueError, IndexError):
+                continue  # counted in pass 1
+            topic = conn.topic
+            is_colour = topic == topics["rgb"] and stamp in todo and stamp not in colour_buf
+            is_depth = topic == topics["depth"] and stamp in depth_users and stamp not in depth_buf
+            is_label = topic == topics["label"] and stamp in wanted_labels
+            if not (is_colour or is_depth or is_label):
+                continue
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+                if is_colour:
+                    colour_buf[stamp] = decode_colour(msg, conn.msgtype)
+                elif is_depth:
+                    depth_buf[stamp] = depth_image_to_metres(msg, scale)
+                else:
+                    label_buf[stamp] = msg
+            except Exception as exc:  # untrusted bag content: count, skip, go on
+                report.bad_message(topic)
+                log.debug("%s: skipped message on %s: %s", path, topic, exc)
+                continue
+            for c in ready(todo, colour_buf, depth_buf, label_buf, label_for):
+                rgb = colour_buf.pop(c)
+                d = todo.pop(c)
+                depth = None
+                if d is not None:
+                    raw_depth = depth_buf[d]
+                    if register is None:
+                        register, report.registration = registration_mode(
+                            raw_depth.shape, rgb.shape[:2], cam_d, cam_c, T,
+                            report.extrinsic_source, path)
+                    if register:
+                        h, w = rgb.shape[:2]
+                        dh, dw = raw_depth.shape
+                        depth = register_depth(raw_depth, cam_d.resized(dw, dh),
+                                               cam_c.resized(w, h), T)
+                    else:
+                        depth = raw_depth
+                    depth_users[d] -= 1
+                    if depth_users[d] == 0:
+                        depth_buf.pop(d)
+                seg = None
+                lab = label_for.get(c)
+                if lab is not None:
+                    try:
+                        seg = decode_label(label_buf[lab], rgb.shape[:2])
+                    except Exception:  # counted; the frame keeps rgb + depth
+                        report.bad_message(topics["label"])
+                yield SyncedFrame(c, rgb, depth, seg, K_c, colour_frame, d)
