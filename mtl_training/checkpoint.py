@@ -3,13 +3,19 @@
 A checkpoint is a dict of tensors and plain containers (model/optimizer/scheduler/weighting state,
 epoch, step, best score, the resolved experiment config, the dataset info, the epoch's metrics).
 It is written under a temporary name and renamed (a crash never leaves a torn file), and loaded
-with `weights_only=True`, so a checkpoint cannot execute code.
+with `weights_only=True`, so a checkpoint cannot execute code. Whatever is wrong with a file
+(missing, zero bytes, truncated, random bytes, a pickle of something else, weights that do not fit)
+comes out as one CheckpointError naming it, for every reader: resume, export, evaluate and the
+pseudo-label teacher all load through `load_checkpoint` / `model_from_checkpoint`.
+
+A run directory holds RUN_FILES; `prepare_run_dir` decides whether a `train` may use it (new,
+`--resume` to continue, `--overwrite` to replace). How the files of one epoch are committed is the
+Trainer's protocol (mtl_training.trainer).
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,27 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, damaged or not a training checkpoint; names the file."""
 
 
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked (it holds a run and neither --resume nor
+    --overwrite was given, or it cannot be resumed); names the directory and the way out."""
+
+
+# The files that make a directory a run: any one of them and a plain `train` refuses to start.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml")
+# Written beside them; --overwrite removes these too, so nothing of the old run is mistaken for
+# the new one's.
+RUN_OUTPUTS = ("montage.png", "encoder_weights.json")
+MAX_ERROR_CHARS = 160  # torch's own messages run to paragraphs; the one line keeps their start
+
+
+def first_sentence(exc: BaseException) -> str:
+    """The start of an exception's message, for a one-line error (torch's run to paragraphs)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0][:MAX_ERROR_CHARS]
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write to a temp file and rename: a crash mid-write never leaves a truncated checkpoint."""
     with atomic_path(path) as tmp:
@@ -36,22 +63,68 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a readable checkpoint (empty file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as exc:
+    except Exception as exc:
+        # whatever torch's reader trips on, the file is bad (seen: EOFError, OSError,
+        # RuntimeError, KeyError, UnpicklingError); the cause stays chained
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'empty'})") from exc
+                              f"{first_sentence(exc)})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a training checkpoint (no model/config)")
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (model/config not mappings)")
     return ckpt
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Atomically make `dst` a byte copy of `src` (a resumed run restoring best.pt from last.pt)."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def check_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Raise RunDirError (one line) unless `train` may use `run_dir` as asked; touches nothing.
+
+    A run directory is only ever continued (`resume`) or replaced (`overwrite`): a plain train
+    into one would replace its best.pt and duplicate epochs in its metrics.jsonl. A directory
+    holding only config.yaml (a run killed before its first checkpoint) resumes by starting
+    afresh. Called before anything is built, so a refusal costs nothing.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunDirError(f"{run_dir}: --resume and --overwrite exclude each other (continue the "
+                          "run or replace it)")
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if present and not (resume or overwrite):
+        raise RunDirError(f"{run_dir} already holds a run ({', '.join(present)}): continue it "
+                          "with --resume or replace it with --overwrite")
+    if resume and not (run_dir / "last.pt").exists() and set(present) - {"config.yaml"}:
+        raise RunDirError(f"{run_dir}: no last.pt to resume from (it holds "
+                          f"{', '.join(present)}); replace the run with --overwrite")
+
+
+def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """check_run_dir, then make the directory ready: with `overwrite` the old run's files are
+    deleted (the caller has validated the config and built the model first, so a bad config
+    never costs the old run), and temp files of writes a kill interrupted are removed."""
+    check_run_dir(run_dir, resume, overwrite)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (*RUN_FILES, *RUN_OUTPUTS):
+        if overwrite:
+            (run_dir / name).unlink(missing_ok=True)
+        for tmp in run_dir.glob(f".{name}.*.tmp*"):  # atomic_path's temp names
+            tmp.unlink(missing_ok=True)
 
 
 def model_config_of(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> ModelConfig:
     """The ModelConfig a checkpoint was trained with."""
     try:
         return from_dict(ModelConfig, ckpt["config"]["model"], prefix="model")
-    except (ConfigError, KeyError, TypeError) as exc:
+    except (ConfigError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: model config unreadable ({exc})") from exc
 
 
@@ -59,11 +132,13 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"
                           ) -> tuple[nn.Module, dict[str, Any]]:
     """(network with the checkpoint's weights in eval mode, the checkpoint dict)."""
     ckpt = load_checkpoint(path)
+    model_cfg = model_config_of(ckpt, path)
     try:
-        model = build_model(model_config_of(ckpt, path).spec())
+        model = build_model(model_cfg.spec())
         model.load_state_dict(ckpt["model"])
-    except (ConfigError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit its model config ({exc})") from exc
+    except (ConfigError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit its model config "
+                              f"({first_sentence(exc)})") from exc
     return model.to(device).eval(), ckpt
 
 

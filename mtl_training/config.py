@@ -7,8 +7,11 @@ a run can always be rebuilt from what it wrote.
 
 from __future__ import annotations
 
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,11 +19,71 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mtl_perception.core.models.registry import ModelSpec, ModelSpecError
+from mtl_perception.core.fileio import write_text_atomic
+from mtl_perception.core.models.registry import MAX_DECODER_CHANNELS, ModelSpec, ModelSpecError
+from mtl_training.losses import XTC_MODES
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config key accepts: a predicate over the (already type-coerced) value and the
+    words the one-line error uses for it (`train.lr: must be a finite number > 0, got -1.0`)."""
+
+    ok: Callable[[Any], bool]
+    allowed: str
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def ints(low: int, high: int | None = None) -> Rule:
+    """An integer in [low, high] (no upper bound when high is None)."""
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and low <= v and (high is None or v <= high)
+    return Rule(ok, f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+
+
+def numbers(low: float, high: float | None = None, low_open: bool = False) -> Rule:
+    """A finite number above low (strictly when low_open) and at most high."""
+    def ok(v: Any) -> bool:
+        return (_finite(v) and (v > low if low_open else v >= low)
+                and (high is None or v <= high))
+    if high is None:
+        return Rule(ok, f"a finite number {'>' if low_open else '>='} {low:g}")
+    return Rule(ok, f"a number in {'(' if low_open else '['}{low:g}, {high:g}]")
+
+
+def choice(*values: str) -> Rule:
+    return Rule(lambda v: v in values, "one of " + ", ".join(values))
+
+
+def optional(rule: Rule) -> Rule:
+    """None (the key's documented default meaning) or what `rule` accepts."""
+    return Rule(lambda v: v is None or rule.ok(v), f"null or {rule.allowed}")
+
+
+def frame_indices() -> Rule:
+    """A list of frame indices >= 0 (the upper bound, the split's length, is known only
+    when the dataset is opened: choose_subset checks it)."""
+    return Rule(lambda v: isinstance(v, list) and all(isinstance(x, int) and x >= 0 for x in v),
+                "a list of frame indices >= 0")
+
+
+# Sizes in pixels: 8 is the smallest input the encoders still reduce to one cell; 4096 keeps a
+# typo (96 -> 9600) from allocating tens of GB per batch. Multiples of 32 are not required.
+MIN_SIDE, MAX_SIDE = 8, 4096
+SEED = ints(0, 2**32 - 1)  # numpy's generators refuse negative seeds and seeds >= 2**32
+DEVICE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+              "auto, cpu, cuda or cuda:N")
+# the names weighting.py registers (it imports this module, so the list lives here; a unit test
+# keeps the two equal)
+LOSS_WEIGHTINGS = ("equal", "uncertainty", "gradnorm", "dwa")
+STAGES = ("teacher", "student")
 
 
 @dataclass
@@ -49,6 +112,10 @@ class DataConfig:
     augment: bool = True  # horizontal flip + scale-crop in training
     num_workers: int = 0  # DataLoader workers
 
+    def validate(self, prefix: str = "data") -> None:
+        """Raise ConfigError naming the first key outside its allowed values (RULES)."""
+        check_rules(self, prefix)
+
 
 @dataclass
 class ModelConfig:
@@ -73,6 +140,12 @@ class ModelConfig:
         except ModelSpecError as exc:
             raise ConfigError(str(exc)) from exc
 
+    def validate(self, prefix: str = "model") -> None:
+        """Field rules, then the spec's own bounds (registry MAX_*): a network that cannot be
+        built is refused at load, not after the dataset is rendered."""
+        check_rules(self, prefix)
+        self.spec()
+
 
 @dataclass
 class LossConfig:
@@ -89,6 +162,10 @@ class LossConfig:
     xtc_mode: str = "consistency"  # consistency (target: detached direct prediction, label-free)
     #                                | alignment (target: ground truth, labelled frames only)
     xtc_channels: int = 64  # width of the task-transfer U-Nets' first level (paper: 64/128/256)
+
+    def validate(self, prefix: str = "loss") -> None:
+        """Raise ConfigError naming the first key outside its allowed values (RULES)."""
+        check_rules(self, prefix)
 
 
 @dataclass
@@ -110,6 +187,12 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps; 0 = epochs decide
     log_every: int = 20  # steps between log lines
     montage_frames: int = 4  # validation frames in the per-epoch montage PNG
+    # optimiser steps between mid-epoch saves of last.pt (what a kill can lose); 0 = per epoch only
+    checkpoint_every: int = 0
+
+    def validate(self, prefix: str = "train") -> None:
+        """Raise ConfigError naming the first key outside its allowed values (RULES)."""
+        check_rules(self, prefix)
 
 
 @dataclass
@@ -121,6 +204,10 @@ class PseudoLabelConfig:
     per_class_quantile: float = 0.5  # per_class mode: class threshold = min(tau, this quantile)
     depth_rel_tol: float = 0.05  # pseudo-depth: keep a pixel where |d - d_flipped| <= tol * d
     batch_size: int = 8
+
+    def validate(self, prefix: str = "pseudo") -> None:
+        """Raise ConfigError naming the first key outside its allowed values (RULES)."""
+        check_rules(self, prefix)
 
 
 @dataclass
@@ -141,6 +228,10 @@ class BagConfig:
     classes: list[str] | None = None  # class names of the extracted dataset; None = synthetic world
     val_every: int = 10  # every N-th extracted frame goes to the val split (0 = no val split)
 
+    def validate(self, prefix: str = "bag") -> None:
+        """Raise ConfigError naming the first key outside its allowed values (RULES)."""
+        check_rules(self, prefix)
+
 
 @dataclass
 class ExperimentConfig:
@@ -159,13 +250,96 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Every section's rules, and `stages` holding only known stages of mappings.
+
+        Called at the end of load_config (after all overrides, so cross-key checks such as
+        single_task + tasks see the final values), by for_stage and by the Trainer (configs built
+        in Python never pass through load_config).
+        """
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if is_dataclass(section):
+                section.validate(f.name)
+        for stage, values in self.stages.items():
+            if stage not in STAGES:
+                raise ConfigError(f"stages.{stage}: unknown stage (allowed: {', '.join(STAGES)})")
+            if not isinstance(values, dict):
+                raise ConfigError(f"stages.{stage}: expected a mapping of sections, got {values!r}")
+
     def for_stage(self, stage: str) -> ExperimentConfig:
-        """The config with `stages.<stage>` merged in (and train.stage set)."""
+        """The config with `stages.<stage>` merged in (and train.stage set), validated."""
         merged = from_dict(ExperimentConfig, self.to_dict())
         if stage in self.stages:
             _merge_into(merged, self.stages[stage], prefix=f"stages.{stage}")
         merged.train.stage = stage
+        merged.validate()
         return merged
+
+
+_SIDE = ints(MIN_SIDE, MAX_SIDE)
+_FRACTION = numbers(0.0, 1.0)
+_NONNEG = numbers(0.0)
+_POSITIVE = numbers(0.0, low_open=True)
+# The allowed values of every key that has a range or a choice (free text and booleans have
+# none: their type is checked by _coerce). One table, so the rules are read in one place.
+RULES: dict[type, dict[str, Rule]] = {
+    DataConfig: {
+        "seed": SEED, "train_frames": ints(1), "val_frames": ints(0),
+        "height": _SIDE, "width": _SIDE, "render_height": _SIDE, "render_width": _SIDE,
+        "max_depth": _POSITIVE, "seg_fraction": _FRACTION, "depth_fraction": _FRACTION,
+        "seg_count": optional(ints(0)), "depth_count": optional(ints(0)),
+        "seg_frames": optional(frame_indices()), "depth_frames": optional(frame_indices()),
+        "pseudo_weight": _NONNEG, "min_epoch_frames": ints(0), "num_workers": ints(0, 256),
+    },
+    ModelConfig: {"max_depth": _POSITIVE},  # the spec (registry MAX_*) checks the rest
+    LossConfig: {
+        "depth_weight": _NONNEG, "weighting": choice(*LOSS_WEIGHTINGS),
+        "gradnorm_alpha": _NONNEG, "gradnorm_lr": _POSITIVE, "dwa_temperature": _POSITIVE,
+        "xtc_lambda_seg": _FRACTION, "xtc_lambda_depth": _FRACTION,
+        "xtc_mode": choice(*XTC_MODES), "xtc_channels": ints(1, MAX_DECODER_CHANNELS),
+    },
+    TrainConfig: {
+        "stage": choice(*STAGES),
+        "out_dir": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
+        "epochs": ints(1), "batch_size": ints(1, 65536), "lr": _POSITIVE,
+        "weight_decay": _NONNEG, "lr_step_epochs": ints(0), "grad_clip": _NONNEG,
+        "device": DEVICE, "amp": choice("auto", "off", "bf16", "fp16"), "seed": SEED,
+        "num_threads": ints(0, 1024), "max_steps": ints(0), "log_every": ints(1),
+        "montage_frames": ints(0, 64), "checkpoint_every": ints(0),
+    },
+    PseudoLabelConfig: {
+        "tau": numbers(0.0, 1.0, low_open=True), "mode": choice("global", "per_class"),
+        "per_class_quantile": _FRACTION, "depth_rel_tol": _NONNEG, "batch_size": ints(1, 65536),
+    },
+    BagConfig: {
+        "sync_tolerance": _NONNEG, "min_gap": _NONNEG, "stride": ints(1),
+        "extrinsic": optional(Rule(lambda v: isinstance(v, list) and len(v) == 7
+                                   and all(_finite(x) for x in v)
+                                   and any(x != 0 for x in v[3:]),
+                                   "7 finite numbers [tx, ty, tz, qx, qy, qz, qw] (q not zero)")),
+        "depth_scale": optional(_POSITIVE),
+        "classes": optional(Rule(lambda v: isinstance(v, list) and len(v) >= 1
+                                 and all(isinstance(c, str) and c for c in v)
+                                 and len(set(v)) == len(v),
+                                 "a non-empty list of distinct class names")),
+        "val_every": ints(0),
+    },
+}
+
+
+def check_rule(obj: Any, name: str, key: str) -> None:
+    """Raise ConfigError `<key>: must be <allowed>, got <value>` if obj.name breaks its rule."""
+    rule = RULES.get(type(obj), {}).get(name)
+    value = getattr(obj, name)
+    if rule is not None and not rule.ok(value):
+        raise ConfigError(f"{key}: must be {rule.allowed}, got {value!r}")
+
+
+def check_rules(obj: Any, prefix: str) -> None:
+    """Every rule of obj's section, in field order (the first offender is reported)."""
+    for f in fields(obj):
+        check_rule(obj, f.name, f"{prefix}.{f.name}" if prefix else f.name)
 
 
 T = TypeVar("T")
@@ -246,7 +420,10 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
         name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
         for name, value in values.items()
     }
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if cls is not ExperimentConfig and hasattr(obj, "validate"):  # sections; the whole config
+        obj.validate(prefix)  # is validated by load_config / for_stage after the overrides
+    return obj
 
 
 def _merge_into(obj: Any, values: dict[str, Any], prefix: str) -> None:
@@ -259,6 +436,7 @@ def _merge_into(obj: Any, values: dict[str, Any], prefix: str) -> None:
             _merge_into(current, value, f"{prefix}.{name}")
         else:
             setattr(obj, name, _coerce(value, hints[name], f"{prefix}.{name}"))
+            check_rule(obj, name, f"{prefix}.{name}")
 
 
 def apply_override(cfg: ExperimentConfig, assignment: str) -> None:
@@ -284,6 +462,7 @@ def apply_override(cfg: ExperimentConfig, assignment: str) -> None:
     if leaf not in hints:
         raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(hints))})")
     setattr(target, leaf, _coerce(value, hints[leaf], key))
+    check_rule(target, leaf, key)  # cross-key checks wait for the last override (validate())
 
 
 def load_config(path: str | Path | None = None,
@@ -309,6 +488,7 @@ def load_config(path: str | Path | None = None,
         raise ConfigError(f"{path}: {exc}") from exc
     for assignment in overrides or []:
         apply_override(cfg, assignment)
+    cfg.validate()
     return cfg
 
 
@@ -322,5 +502,6 @@ def load_packaged_config(name: str, overrides: list[str] | None = None) -> Exper
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """The resolved config as YAML, atomically (a resumed run never reads half a file)."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

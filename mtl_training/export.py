@@ -14,7 +14,12 @@ from typing import Any
 from mtl_perception.core.artifact import ArtifactError, ArtifactMeta, write_artifact
 from mtl_perception.core.models.registry import DEPLOYABLE_ARCHS
 from mtl_perception.core.preprocess import PreprocessSpec
-from mtl_training.checkpoint import model_config_of, model_from_checkpoint, resolve_checkpoint
+from mtl_training.checkpoint import (
+    CheckpointError,
+    model_config_of,
+    model_from_checkpoint,
+    resolve_checkpoint,
+)
 
 
 def git_commit() -> str | None:
@@ -44,14 +49,18 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -
     if arch not in DEPLOYABLE_ARCHS:
         raise ArtifactError(f"{ckpt_path}: a {arch} needs more than RGB input and is not "
                             "deployable; export a student run")
-    info = ckpt["info"]
-    training = {"dataset": info["name"], "stage": cfg["train"]["stage"],
-                "tau": (cfg.get("pseudo", {}).get("tau")
-                        if cfg["data"].get("pseudo_labels") else None),
-                "pseudo_labels": cfg["data"].get("pseudo_labels"), "commit": git_commit(),
-                "epoch": ckpt["epoch"], "metrics": ckpt.get("metrics", {})}
+    try:  # a file that loads but lacks what every Trainer checkpoint holds: one line, not a trace
+        info = ckpt["info"]
+        training = {"dataset": info["name"], "stage": cfg["train"]["stage"],
+                    "tau": (cfg.get("pseudo", {}).get("tau")
+                            if cfg["data"].get("pseudo_labels") else None),
+                    "pseudo_labels": cfg["data"].get("pseudo_labels"), "commit": git_commit(),
+                    "epoch": ckpt["epoch"], "metrics": ckpt.get("metrics", {})}
+        classes, palette = list(info["classes"]), [list(c) for c in info["palette"]]
+        preprocess, max_depth = training_preprocess(cfg["data"]), float(info["max_depth"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{ckpt_path}: not an exportable training checkpoint (missing or "
+                              f"malformed {exc})") from exc
     spec = model_config_of(ckpt, ckpt_path).spec()
-    meta = ArtifactMeta(spec, list(info["classes"]), [list(c) for c in info["palette"]],
-                        training_preprocess(cfg["data"]), float(info["max_depth"]),
-                        training=training)
+    meta = ArtifactMeta(spec, classes, palette, preprocess, max_depth, training=training)
     return write_artifact(model, meta, out)

@@ -3,6 +3,32 @@
 step: autocast forward -> named loss terms -> weighting -> backward -> clip -> step -> zero_grad.
 Around it: per-epoch validation, metrics.jsonl, montage PNG, atomic last.pt / best.pt holding the
 resolved config (so a checkpoint rebuilds its own model), and `--resume` from last.pt.
+
+Run directory protocol (what a kill -9 at any instant leaves consistent):
+- `last.pt` is the commit point. It carries the run's whole `history` (every epoch's
+  metrics.jsonl record) and `best_epoch`, so nothing else has to survive for the run to be known.
+- At the end of epoch N: (1) last.pt is written atomically (temp name, fsync, rename) holding
+  history[..N]; (2) if N improved the score, best.pt is written atomically with the same state;
+  (3) metrics.jsonl is rewritten atomically from the history. The montage PNG comes last and is
+  not part of the commit.
+- `resume` reconciles before training anything: metrics.jsonl is rewritten from last.pt's history
+  (a line lost between (1) and (3) reappears, a line of an uncommitted epoch cannot exist, so no
+  epoch is ever duplicated or missing), and if best.pt is missing, damaged or older than
+  best_epoch, last.pt (which, by the order above, is then the end-of-epoch state of best_epoch) is
+  copied over it. best.pt is only ever replaced by a strictly better committed epoch, so the best
+  checkpoint is never lost or replaced by a worse one.
+- Mid-epoch: with `train.checkpoint_every = K > 0`, every K optimiser steps last.pt is rewritten
+  with the epoch's sample order, the position reached in it and the running loss sums (history
+  and best unchanged). Resume then continues that epoch at that sample with the same order
+  (per-sample augmentation is seeded by (seed, epoch, index)), so a kill loses at most the steps
+  since the last save and the resumed run matches an uninterrupted one. If the training split's
+  length changed, the interrupted epoch restarts from its beginning instead.
+- Resume refuses a different architecture (model.* spec, loss.xtc / xtc_channels / weighting /
+  gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights (it only
+  initialises a new run) and train.epochs / max_steps below what the run already did; every
+  other `--set` is applied for real: train.lr, weight_decay and
+  lr_step_epochs are written into the loaded optimiser/scheduler, data.* and the rest are read
+  from the config as training goes.
 """
 
 from __future__ import annotations
@@ -24,12 +50,22 @@ from tqdm import tqdm
 
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.device import resolve_device
-from mtl_perception.core.models.backbones import load_encoder_weights
+from mtl_perception.core.fileio import write_text_atomic
+from mtl_perception.core.models.backbones import EncoderWeightsError, load_encoder_weights
 from mtl_perception.core.models.registry import build_model
 from mtl_perception.core.models.transfer import TaskTransfer
 from mtl_training.amp import autocast_dtype
-from mtl_training.checkpoint import load_checkpoint, save_checkpoint
-from mtl_training.config import ConfigError, ExperimentConfig, save_config
+from mtl_training.checkpoint import (
+    CheckpointError,
+    check_run_dir,
+    copy_checkpoint,
+    first_sentence,
+    load_checkpoint,
+    model_config_of,
+    prepare_run_dir,
+    save_checkpoint,
+)
+from mtl_training.config import ConfigError, ExperimentConfig, from_dict, save_config
 from mtl_training.data import build_datasets
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
@@ -66,13 +102,16 @@ def load_pretrained_encoder(model: nn.Module, path: str) -> dict[str, list[str]]
     ever needs this file. A model may define `load_encoder_weights(path)` (e.g. a teacher with two
     encoders); otherwise its `encoder` attribute is loaded.
     """
-    if hasattr(model, "load_encoder_weights"):
-        report = model.load_encoder_weights(path)
-    elif isinstance(getattr(model, "encoder", None), nn.Module):
-        report = load_encoder_weights(model.encoder, path)
-    else:
-        raise ConfigError(f"model.encoder_weights is set but {type(model).__name__} has no encoder "
-                          "to load it into")
+    try:
+        if hasattr(model, "load_encoder_weights"):
+            report = model.load_encoder_weights(path)
+        elif isinstance(getattr(model, "encoder", None), nn.Module):
+            report = load_encoder_weights(model.encoder, path)
+        else:
+            raise ConfigError(f"model.encoder_weights is set but {type(model).__name__} has no "
+                              "encoder to load it into")
+    except EncoderWeightsError as exc:  # missing or unreadable file: name the config key
+        raise ConfigError(f"model.encoder_weights: {first_sentence(exc)}") from exc
     log.info("encoder weights %s: %d missing keys%s, %d unexpected keys%s", path,
              len(report["missing"]), _preview(report["missing"]), len(report["unexpected"]),
              _preview(report["unexpected"]))
@@ -87,12 +126,19 @@ def _preview(keys: list[str], n: int = 6) -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, pseudo=None,
+    """Builds everything a stage needs from a validated config; `fit` runs it into
+    cfg.train.out_dir under the run directory protocol of this module's docstring."""
+
+    def __init__(self, cfg: ExperimentConfig, pseudo: Any = None,
                  datasets: tuple[MultiTaskDataset, MultiTaskDataset] | None = None,
                  load_pretrained: bool = True) -> None:
+        cfg.validate()  # configs built in Python never went through load_config
         self.cfg = cfg
         self.run_dir = Path(cfg.train.out_dir)
-        self.device = resolve_device(cfg.train.device)
+        try:
+            self.device = resolve_device(cfg.train.device)
+        except ValueError as exc:  # cuda asked for on a machine without it: one line at start
+            raise ConfigError(f"train.device: {exc}") from exc
         self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
@@ -100,8 +146,8 @@ class Trainer:
         self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo)
         self.info: DatasetInfo = self.train_set.info
         if cfg.model.num_classes != len(self.info.classes):
-            raise ValueError(f"model.num_classes={cfg.model.num_classes} but dataset "
-                             f"'{self.info.name}' has {len(self.info.classes)} classes")
+            raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but dataset "
+                              f"'{self.info.name}' has {len(self.info.classes)} classes")
         self.model: nn.Module = build_model(cfg.model.spec()).to(self.device)
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
@@ -122,9 +168,14 @@ class Trainer:
                                           weight_decay=cfg.train.weight_decay)
         step = cfg.train.lr_step_epochs
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step or 10**9, 0.5)
-        self.epoch = 0
-        self.step = 0
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimiser steps
         self.best = -math.inf
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []  # the metrics.jsonl records, committed in last.pt
+        # the unfinished epoch: sample order, samples done, running loss sums/counts
+        self.partial: dict[str, Any] | None = None
+        self.resumed_from: Path | None = None
 
     def _build_transfer(self, tasks: list[str]) -> TaskTransfer | None:
         loss = self.cfg.loss
@@ -146,6 +197,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Everything resume needs; `metrics` are the last completed epoch's validation."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -155,28 +207,134 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "partial": self.partial,
             "config": self.cfg.to_dict(),
             "info": asdict(self.info),
-            "metrics": json.loads(json.dumps(metrics, default=float)),
+            "metrics": _plain(metrics),
         }
 
     def resume(self) -> bool:
+        """Load <run>/last.pt (False when there is none), refuse what cannot be continued, apply
+        the config's optimiser settings, and reconcile best.pt / metrics.jsonl with it."""
         path = self.run_dir / "last.pt"
         if not path.is_file():
             return False
         ckpt = load_checkpoint(path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.weighting.load_state_dict(ckpt["weighting"])
-        if self.transfer is not None:
-            if "transfer" not in ckpt:
-                raise ConfigError(f"{path} was trained without loss.xtc; resume it with "
-                                  "loss.xtc=false or start a new run directory")
-            self.transfer.load_state_dict(ckpt["transfer"])
-        self.epoch, self.step, self.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
-        log.info("resumed %s at epoch %d, step %d", path, self.epoch, self.step)
+        missing = [k for k in ("optimizer", "scheduler", "weighting", "epoch", "step", "best")
+                   if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path}: not a resumable checkpoint (missing "
+                                  f"{', '.join(missing)})")
+        self._refuse_changes(path, ckpt)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.weighting.load_state_dict(ckpt["weighting"])
+            if self.transfer is not None:
+                self.transfer.load_state_dict(ckpt["transfer"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: state does not fit this run "
+                                  f"({first_sentence(exc)})") from exc
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.history = ckpt.get("history") or self._history_from_metrics_file(self.epoch)
+        self.best, self.best_epoch = _best_of(self.history, float(ckpt["best"]))
+        self.partial = ckpt.get("partial")
+        self._apply_optimizer_settings()
+        self._reconcile(path, ckpt)
+        self.resumed_from = path
+        where = f", {self.partial['pos']} samples into epoch {self.epoch + 1}" if self.partial \
+            else ""
+        log.info("resumed %s at epoch %d, step %d%s", path, self.epoch, self.step, where)
         return True
+
+    def _refuse_changes(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """One line for a --set that resume could only record, not honour."""
+        old = model_config_of(ckpt, path).spec().to_dict()
+        new = self.cfg.model.spec().to_dict()
+        changed = [k for k in new if old.get(k) != new[k]]
+        if changed:
+            k = changed[0]
+            raise ConfigError(f"{path}: cannot resume with a different architecture (model.{k}: "
+                              f"checkpoint {old.get(k)!r}, config {new[k]!r}); keep the run's "
+                              "model settings, or start anew with --overwrite or another --out")
+        old_weights = ckpt["config"].get("model", {}).get("encoder_weights")
+        if old_weights != self.cfg.model.encoder_weights:  # it only initialises a new run
+            raise ConfigError(f"{path}: model.encoder_weights cannot change on resume (checkpoint "
+                              f"{old_weights!r}, config {self.cfg.model.encoder_weights!r}): the "
+                              "run's weights come from its checkpoint")
+        try:
+            old_loss = from_dict(type(self.cfg.loss), ckpt["config"].get("loss", {}), "loss")
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: loss config unreadable ({exc})") from exc
+        frozen = ["xtc", "xtc_channels", "weighting"]
+        if self.cfg.loss.weighting == "gradnorm":  # its own Adam (and lr) is in the checkpoint
+            frozen.append("gradnorm_lr")
+        for k in frozen:
+            if getattr(old_loss, k) != getattr(self.cfg.loss, k):
+                raise ConfigError(f"{path}: loss.{k} cannot change on resume (checkpoint "
+                                  f"{getattr(old_loss, k)!r}, config {getattr(self.cfg.loss, k)!r})"
+                                  "; its state is part of the run: start anew with --overwrite")
+        t = self.cfg.train
+        if t.epochs < int(ckpt["epoch"]):
+            raise ConfigError(f"train.epochs: {t.epochs} but {path} has already done "
+                              f"{ckpt['epoch']} epochs (raise it to continue)")
+        if t.max_steps and t.max_steps < int(ckpt["step"]):
+            raise ConfigError(f"train.max_steps: {t.max_steps} but {path} has already done "
+                              f"{ckpt['step']} steps (raise it, or 0 to let epochs decide)")
+
+    def _apply_optimizer_settings(self) -> None:
+        """The loaded optimiser/scheduler state carries the old lr; the config's wins (StepLR's
+        closed form: lr * 0.5 ** (scheduler epoch // lr_step_epochs))."""
+        t = self.cfg.train
+        step_size = t.lr_step_epochs or 10**9
+        self.scheduler.step_size = step_size
+        self.scheduler.base_lrs = [t.lr for _ in self.optimizer.param_groups]
+        lr = t.lr * self.scheduler.gamma ** (self.scheduler.last_epoch // step_size)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"], group["weight_decay"] = t.lr, lr, t.weight_decay
+
+    def _history_from_metrics_file(self, epoch: int) -> list[dict[str, Any]]:
+        """A checkpoint written before history lived in it: metrics.jsonl's records up to its
+        epoch, one per epoch (the last line written for an epoch wins)."""
+        records: dict[int, dict[str, Any]] = {}
+        path = self.run_dir / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.is_file() else []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of the old append-only file
+            if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) \
+                    and 1 <= rec["epoch"] <= epoch:
+                records[rec["epoch"]] = rec
+        return [records[e] for e in sorted(records)]
+
+    def _reconcile(self, last: Path, ckpt: dict[str, Any]) -> None:
+        """Bring metrics.jsonl and best.pt in line with last.pt (the protocol's recovery step)."""
+        self._write_metrics()
+        if self.best_epoch is None:
+            return
+        best = self.run_dir / "best.pt"
+        try:
+            best_epoch_on_disk = int(load_checkpoint(best)["epoch"]) if best.is_file() else None
+        except CheckpointError as exc:
+            log.warning("%s", exc)
+            best_epoch_on_disk = None
+        if best_epoch_on_disk == self.best_epoch:
+            return
+        at_best = int(ckpt["epoch"]) == self.best_epoch and not ckpt.get("partial")
+        if not at_best:
+            raise CheckpointError(f"{best}: holds epoch {best_epoch_on_disk} but the run's best is "
+                                  f"epoch {self.best_epoch}, which {last} no longer holds")
+        copy_checkpoint(last, best)
+        log.info("restored %s from %s (epoch %d, the run's best)", best, last, self.best_epoch)
+
+    def _write_metrics(self) -> None:
+        text = "".join(json.dumps(r, default=float) + "\n" for r in self.history)
+        write_text_atomic(self.run_dir / "metrics.jsonl", text)
 
     # -- the loop ----------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -214,37 +372,52 @@ class Trainer:
         return {"loss": float(loss.detach()),
                 **{k: float(v.detach()) for k, v in {**terms, **extra}.items()}}
 
-    def fit(self, resume: bool = False) -> Path:
+    def _epoch_plan(self) -> dict[str, Any]:
+        """The current epoch's order and progress: the interrupted one's, or a fresh shuffle
+        seeded by (train.seed, epoch) so a resumed run replays the same order."""
+        n = len(self.train_set)
+        p = self.partial
+        if p is not None and len(p["order"]) == n:
+            return p
+        if p is not None:
+            log.warning("training split changed from %d to %d frames: epoch %d restarts",
+                        len(p["order"]), n, self.epoch + 1)
+        gen = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + self.epoch)
+        return {"order": torch.randperm(n, generator=gen), "pos": 0, "sums": {}, "counts": {}}
+
+    def fit(self, resume: bool = False, overwrite: bool = False) -> Path:
+        """Train into the run directory: new, continued (`resume`) or replaced (`overwrite`)."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
+        prepare_run_dir(self.run_dir, resume=resume or self.resumed_from is not None,
+                        overwrite=overwrite)
+        if resume and self.resumed_from is None:
             self.resume()
         save_config(cfg, self.run_dir / "config.yaml")
         if self.encoder_report is not None:
-            (self.run_dir / "encoder_weights.json").write_text(json.dumps(
+            write_text_atomic(self.run_dir / "encoder_weights.json", json.dumps(
                 {"path": cfg.model.encoder_weights, **self.encoder_report}, indent=1))
-        loader_gen = torch.Generator().manual_seed(cfg.train.seed)
         val_loader = DataLoader(self.val_set, batch_size=cfg.train.batch_size, shuffle=False,
                                 num_workers=cfg.data.num_workers, collate_fn=collate)
-        metrics_path = self.run_dir / "metrics.jsonl"
+        last_metrics = self.history[-1]["val"] if self.history else {}
         while self.epoch < cfg.train.epochs:
             if cfg.train.max_steps and self.step >= cfg.train.max_steps:
                 break
             self.train_set.set_epoch(self.epoch)
-            loader_gen.manual_seed(cfg.train.seed * 1000 + self.epoch)
-            loader = DataLoader(self.train_set, batch_size=cfg.train.batch_size, shuffle=True,
+            plan = self._epoch_plan()
+            order, sums, counts = plan["order"], dict(plan["sums"]), dict(plan["counts"])
+            pos = int(plan["pos"])
+            loader = DataLoader(self.train_set, batch_size=cfg.train.batch_size,
+                                sampler=order[pos:].tolist(),
                                 drop_last=len(self.train_set) > cfg.train.batch_size,
-                                num_workers=cfg.data.num_workers, collate_fn=collate,
-                                generator=loader_gen)
+                                num_workers=cfg.data.num_workers, collate_fn=collate)
             for module in self.trainable_modules():
                 module.train()
             t0 = time.time()
-            sums: dict[str, float] = {}
-            counts: dict[str, int] = {}
             bar = tqdm(loader, desc=f"{cfg.train.stage} epoch {self.epoch + 1}/{cfg.train.epochs}",
                        leave=False, dynamic_ncols=True, disable=None)
             for batch in bar:
                 logs = self.train_step(batch)
+                pos += len(batch["image"])
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
@@ -252,7 +425,12 @@ class Trainer:
                     bar.set_postfix(loss=f"{logs['loss']:.3f}")
                 if cfg.train.max_steps and self.step >= cfg.train.max_steps:
                     break
+                every = cfg.train.checkpoint_every
+                if logs and every and self.step % every == 0 and pos < len(order):
+                    self.partial = {"order": order, "pos": pos, "sums": sums, "counts": counts}
+                    save_checkpoint(self.state(last_metrics), self.run_dir / "last.pt")
             bar.close()
+            self.partial = None
             train_means = {k: sums[k] / counts[k] for k in sums}
             self.weighting.end_epoch({k: v for k, v in train_means.items()
                                       if k in self.weighting.tasks})
@@ -261,24 +439,43 @@ class Trainer:
             metrics, kept = evaluate(self.model, val_loader, len(self.info.classes),
                                      self.info.classes, self.device, self.info.max_depth,
                                      keep=cfg.train.montage_frames)
+            last_metrics = metrics
             improved = score(metrics) > self.best
             if improved:
-                self.best = score(metrics)
+                self.best, self.best_epoch = score(metrics), self.epoch
+            record = _plain({"epoch": self.epoch, "step": self.step,
+                             "time_s": round(time.time() - t0, 2),
+                             "lr": self.optimizer.param_groups[0]["lr"], "train": train_means,
+                             "val": metrics, "weights": self.weighting.weights(),
+                             "best": improved})
+            self.history.append(record)
             state = self.state(metrics)
-            save_checkpoint(state, self.run_dir / "last.pt")
+            save_checkpoint(state, self.run_dir / "last.pt")  # (1) the commit
             if improved:
-                save_checkpoint(state, self.run_dir / "best.pt")
+                save_checkpoint(state, self.run_dir / "best.pt")  # (2)
+            self._write_metrics()  # (3)
             if kept:
                 save_rgb_png(self.run_dir / "montage.png",
                              montage(kept, self.info.palette, self.info.max_depth))
-            record = {"epoch": self.epoch, "step": self.step, "time_s": round(time.time() - t0, 2),
-                      "lr": self.optimizer.param_groups[0]["lr"], "train": train_means,
-                      "val": metrics, "weights": self.weighting.weights(), "best": improved}
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record, default=float) + "\n")
             log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", self.epoch, cfg.train.epochs,
                      train_means.get("loss", float("nan")), summarize(metrics), record["time_s"])
         return self.run_dir
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-plain copy (numpy scalars -> float): what metrics.jsonl holds and weights_only loads."""
+    return json.loads(json.dumps(obj, default=float))
+
+
+def _best_of(history: list[dict[str, Any]], fallback: float) -> tuple[float, int | None]:
+    """(best score, its epoch) re-derived from the committed records: the first epoch with the
+    highest score, as the loop's strict `>` picks it."""
+    best, best_epoch = -math.inf, None
+    for rec in history:
+        s = score(rec.get("val", {}))
+        if s > best:
+            best, best_epoch = s, int(rec["epoch"])
+    return (best, best_epoch) if best_epoch is not None else (fallback, None)
 
 
 def summarize(metrics: dict[str, dict[str, Any]]) -> str:
@@ -292,7 +489,14 @@ def summarize(metrics: dict[str, dict[str, Any]]) -> str:
     return "  ".join(parts)
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, pseudo=None) -> Path:
-    """Train the stage described by cfg into cfg.train.out_dir; returns the run directory."""
+def train(cfg: ExperimentConfig, resume: bool = False, pseudo: Any = None,
+          overwrite: bool = False) -> Path:
+    """Train the stage described by cfg into cfg.train.out_dir; returns the run directory.
+
+    An existing run is only continued (`resume`) or replaced (`overwrite`); see the module
+    docstring for what a kill leaves behind.
+    """
+    check_run_dir(cfg.train.out_dir, resume, overwrite)  # refuse before building anything
     has_last = (Path(cfg.train.out_dir) / "last.pt").is_file()
-    return Trainer(cfg, pseudo, load_pretrained=not (resume and has_last)).fit(resume=resume)
+    trainer = Trainer(cfg, pseudo, load_pretrained=not (resume and has_last))
+    return trainer.fit(resume=resume, overwrite=overwrite)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.data.name, cfg.data.root = "folder", str(data_dir)
     cfg.train.out_dir = str(out / "run")
     t0 = time.time()
-    run_dir = train(cfg)
+    run_dir = train(cfg, overwrite=True)  # a second `make demo` replaces its own run
     train_s = time.time() - t0
     print(f"[demo] trained in {train_s:.0f} s -> {run_dir}")
 

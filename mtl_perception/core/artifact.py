@@ -31,12 +31,7 @@ from torch import nn
 
 from mtl_perception.core.fileio import atomic_path
 from mtl_perception.core.labels import palette_for
-from mtl_perception.core.models.registry import (
-    DEPLOYABLE_ARCHS,
-    ModelSpec,
-    ModelSpecError,
-    build_model,
-)
+from mtl_perception.core.models.registry import DEPLOYABLE_ARCHS, ModelSpec, build_model
 from mtl_perception.core.preprocess import PreprocessSpec
 
 FORMAT_VERSION = 2
@@ -112,6 +107,10 @@ class ArtifactMeta:
             raise ValueError("palette has fewer colours than classes")
         palette = palette_for(classes, palette)
         preprocess = _preprocess(meta["input"])
+        if spec.num_classes * preprocess.height * preprocess.width * 4 > MAX_LOGIT_BYTES:
+            raise ValueError(f"architecture.num_classes {spec.num_classes} at input "
+                             f"{preprocess.width}x{preprocess.height} needs more than "
+                             f"{MAX_LOGIT_BYTES >> 30} GB of logits per frame")
         depth = meta["depth"]
         if not isinstance(depth, dict) or depth.get("unit", "m") != "m":
             raise ValueError("depth must be an object with unit 'm'")
@@ -133,7 +132,14 @@ def _number(d: dict[str, Any], key: str, where: str, default: float | None = Non
     return float(value)
 
 
-MAX_INPUT_SIDE = 8192  # network input side, pixels: the forward pass allocates with it
+# The forward pass allocates with the input size: activations of the full-resolution decoder
+# block and the logits grow with pixels x channels (x classes). 4 MP is more than any network
+# input this package trains at (the papers use 288x384 and 128x256) and keeps the largest
+# allowed network's working set within a robot's memory.
+MAX_INPUT_SIDE = 4096
+MAX_INPUT_PIXELS = 2048 * 2048
+MAX_LOGIT_BYTES = 2 << 30  # num_classes x input pixels x float32
+MAX_WEIGHT_BYTES = 1 << 30  # all tensors of the file, as float32
 
 
 def _preprocess(inp: Any) -> PreprocessSpec:
@@ -151,6 +157,9 @@ def _preprocess(inp: Any) -> PreprocessSpec:
         if not isinstance(v, list) or len(v) != 3 or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x == x for x in v):
             raise ValueError(f"input.{key} must be 3 numbers, got {v!r}")
+    if inp["height"] * inp["width"] > MAX_INPUT_PIXELS:
+        raise ValueError(f"input {inp['width']}x{inp['height']} exceeds {MAX_INPUT_PIXELS} "
+                         "pixels")
     if inp.get("std") is not None and not all(x > 0 for x in inp["std"]):
         raise ValueError(f"input.std must be > 0, got {inp['std']}")
     order = inp.get("channel_order", "rgb")
@@ -212,24 +221,79 @@ def read_metadata(path: str | Path) -> ArtifactMeta:
         raise ArtifactError(f"{path}: {exc}") from exc
 
 
+# safetensors dtype names -> what a network tensor may hold: floating weights (any width; they
+# are cast to the model's dtype on load) or the integer step counters of batch norm.
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_INT_DTYPES = {"I64"}
+
+
+def _expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """name -> (shape, is floating) of the network `spec` builds, without allocating it."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    return {k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
+
+
+def _check_tensors(path: Path, spec: ModelSpec) -> None:
+    """Names, shapes and dtypes of the file's tensors against the architecture, from the header.
+
+    Runs before any weight is read or any real parameter allocated: a file whose tensors do not
+    fit fails here in milliseconds, naming the tensor.
+    """
+    expected = _expected_tensors(spec)
+    total = sum(4 * max(1, _numel(shape)) for shape, _ in expected.values())
+    if total > MAX_WEIGHT_BYTES:
+        raise ArtifactError(f"{path}: architecture needs {total / 1e9:.1f} GB of weights "
+                            f"(limit {MAX_WEIGHT_BYTES / 1e9:.1f} GB)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                     for k in f.keys()}  # noqa: SIM118 - safe_open has keys(), no iteration
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: weights are damaged ({exc})") from exc
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the architecture "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, (shape, floating) in expected.items():
+        got_shape, got_dtype = found[name]
+        if got_shape != shape:
+            raise ArtifactError(f"{path}: weights do not match the architecture (tensor "
+                                f"'{name}' has shape {list(got_shape)}, expected {list(shape)})")
+        allowed = _FLOAT_DTYPES if floating else _INT_DTYPES
+        if got_dtype not in allowed:
+            raise ArtifactError(f"{path}: tensor '{name}' is {got_dtype}, expected "
+                                f"{' or '.join(sorted(allowed))}")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
-    """Validated metadata + rebuilt network with its weights, in eval mode."""
+    """Validated metadata + rebuilt network with its weights, in eval mode.
+
+    Order matters for hostile files: metadata schema, then tensor names/shapes/dtypes from the
+    file header against the architecture (nothing allocated yet), then the weights, which must be
+    finite. Every failure is one ArtifactError naming the file and the field or tensor.
+    """
     path = Path(path)
     meta = read_metadata(path)
+    _check_tensors(path, meta.architecture)
     try:
-        model = build_model(meta.architecture)
-    except (ModelSpecError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot build architecture ({exc})") from exc
-    try:
-        state = load_file(str(path), device=str(device))
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{path}: weights are damaged ({exc})") from exc
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(f"{path}: tensor '{name}' holds NaN or inf")
+    model = build_model(meta.architecture)
     try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # shapes were checked; anything else is still the file's fault
         raise ArtifactError(f"{path}: weights do not match the architecture ({exc})") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise ArtifactError(f"{path}: weights do not match the architecture "
-                            f"(missing {result.missing_keys[:3]}, unexpected "
-                            f"{result.unexpected_keys[:3]})")
     return Artifact(path, model.to(device).eval(), meta)

@@ -14,6 +14,10 @@ from typing import Any
 
 import numpy as np
 
+# Focal length bounds, as multiples of the image's longer side (see check_intrinsics).
+F_MIN = 0.01
+F_MAX = 1000.0
+
 
 @dataclass(frozen=True)
 class PinholeCamera:
@@ -31,31 +35,68 @@ class PinholeCamera:
     @classmethod
     def from_matrix(cls, K: np.ndarray | Iterable[float], width: int = 0,
                     height: int = 0) -> PinholeCamera:
-        """[3, 3] K (or its 9 row-major values) -> camera; ValueError without a focal length."""
+        """[3, 3] K (or its 9 row-major values) -> camera; ValueError for unusable intrinsics.
+
+        See check_intrinsics for what is refused and why.
+        """
         k = np.asarray(list(K) if not isinstance(K, np.ndarray) else K, np.float64).reshape(-1)
         if k.size != 9:
             raise ValueError(f"K needs 9 values, got {k.size}")
-        if not (k[0] > 0 and k[4] > 0):
-            raise ValueError(f"K has no focal length (fx={k[0]}, fy={k[4]})")
-        return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(width), int(height))
+        cam = cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(width), int(height))
+        if not np.isfinite(k).all():
+            raise ValueError(f"K has non-finite values ({', '.join(f'{v:g}' for v in k)})")
+        cam.check_intrinsics()
+        return cam
 
     @classmethod
     def from_camera_info(cls, msg: Any, width: int = 0, height: int = 0) -> PinholeCamera:
         """sensor_msgs/CameraInfo (rclpy, rosbags, ROS 1 `K`) -> camera.
 
         A CameraInfo with width/height 0 is taken at (width, height). Raises ValueError when K has
-        no focal length (an uncalibrated camera).
+        no focal length (an uncalibrated camera) or is otherwise unusable (check_intrinsics).
         """
         k = msg.k if hasattr(msg, "k") else msg.K
         return cls.from_matrix(k, int(msg.width) or width, int(msg.height) or height)
 
     @classmethod
     def from_camera_info_or_none(cls, msg: Any) -> PinholeCamera | None:
-        """Like from_camera_info, but None for the all-zero K some drivers publish."""
+        """Like from_camera_info, but None for the all-zero K some drivers publish (or a bad K)."""
         try:
             return cls.from_camera_info(msg)
         except ValueError:
             return None
+
+    def check_intrinsics(self) -> None:
+        """ValueError unless these intrinsics can place a point anywhere sensible.
+
+        Every point is ((u - cx) / fx * z, (v - cy) / fy * z, z), so a bad K corrupts the whole
+        cloud silently: NaN cx made every point NaN, fx = 1e-30 put points 1e33 m away. Refused:
+        non-finite values; negative sizes; focal lengths <= 0 (an uncalibrated camera: the
+        all-zero K some drivers publish); and, once the image size is known, focal lengths
+        outside [F_MIN, F_MAX] x the longer side (a field of view wider than 177.7 degrees or
+        narrower than 0.06: no pinhole camera) and a principal point more than one image size
+        outside the image (crops of a larger sensor keep it within that).
+        """
+        vals = (self.fx, self.fy, self.cx, self.cy)
+        if not all(np.isfinite(v) for v in vals):
+            raise ValueError(f"intrinsics not finite (fx={self.fx:g}, fy={self.fy:g}, "
+                             f"cx={self.cx:g}, cy={self.cy:g})")
+        if self.width < 0 or self.height < 0:
+            raise ValueError(f"negative image size {self.width}x{self.height}")
+        if not (self.fx > 0 and self.fy > 0):
+            raise ValueError(f"K has no focal length (fx={self.fx:g}, fy={self.fy:g})")
+        if not (self.width and self.height):
+            return
+        side = max(self.width, self.height)
+        lo, hi = F_MIN * side, F_MAX * side
+        if not (lo <= self.fx <= hi and lo <= self.fy <= hi):
+            raise ValueError(f"focal length fx={self.fx:g}, fy={self.fy:g} outside "
+                             f"[{lo:g}, {hi:g}] px for a {self.width}x{self.height} image "
+                             f"({F_MIN:g}..{F_MAX:g} x the longer side)")
+        if not (-self.width <= self.cx <= 2 * self.width
+                and -self.height <= self.cy <= 2 * self.height):
+            raise ValueError(f"principal point ({self.cx:g}, {self.cy:g}) is more than one "
+                             f"image size outside the {self.width}x{self.height} image")
 
     # ---- views ------------------------------------------------------------------------------
 

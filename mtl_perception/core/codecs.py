@@ -28,7 +28,12 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "32FC1": (np.dtype(np.float32), 1),
 }
 MAX_SIDE = 16384  # larger images are certainly corrupt headers, not cameras
-MAX_PIXELS = 64 * 1024 * 1024  # 64 MP: bigger frames are corrupt headers or decompression bombs
+# 16.8 MP (4096 x 4096): above every camera the node is meant for (4K UHD is 8.3 MP, a 12 MP
+# sensor 12.6 MP). A decoded frame costs 3 bytes a pixel (50 MB here) and the node's outputs at
+# input resolution another ~12 (labels, colours, depth, confidence), so a frame at this bound
+# still fits the few hundred MB a serving node holds anyway; the old 64 MP bound let one 0.8 MB
+# PNG claim a 200 MB decode and 1 GB of outputs. Raw and compressed frames share the bound.
+MAX_PIXELS = 4096 * 4096
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
 
@@ -51,8 +56,7 @@ def image_to_array(msg: Any) -> np.ndarray:
                                    f"(supported: {', '.join(sorted(ENCODINGS))})")
     dtype, channels = ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE) or h * w > MAX_PIXELS:
-        raise ImageConversionError(f"invalid size {w}x{h}")
+    check_size(w, h)
     row = w * channels * dtype.itemsize
     if step < row:
         raise ImageConversionError(f"step {step} < width x bytes per pixel ({row})")
@@ -91,11 +95,101 @@ _TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.
            "mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB}
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size): C0..CF except DHT (C4), JPG (C8), DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers that stand alone (no length field): TEM, RST0..7, SOI; EOI ends the stream.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8), 0xD8])
+_JPEG_MAX_SEGMENTS = 256
+# A progressive JPEG re-walks every coefficient of the frame once per scan, so a small file of
+# many tiny scans is a CPU bomb; encoders write about 10 (libjpeg's default script).
+_JPEG_MAX_SCANS = 64
+
+
+def compressed_size(data: np.ndarray) -> tuple[str, int, int]:
+    """(kind, width, height) from a PNG (IHDR) or JPEG (SOFn) header, without decoding.
+
+    The header is all a decompression bomb cannot fake: a 0.8 MB PNG of zeros says
+    16384 x 16384 in its first 24 bytes and would take 1.5 GB and 6 s to decode. Only PNG and
+    JPEG are recognised (by their bytes, not the message's format string); anything else
+    (WebP, BMP, TIFF, ... which OpenCV would otherwise decode unbounded) raises
+    ImageConversionError, as does a header that ends or breaks before the size.
+    """
+    head = data[:16].tobytes()
+    if head.startswith(_PNG_SIGNATURE):
+        if data.size < 24 or data[12:16].tobytes() != b"IHDR":
+            raise ImageConversionError("cannot decode compressed image: PNG header (IHDR) "
+                                       f"missing or truncated ({data.size} bytes)")
+        w = int.from_bytes(data[16:20].tobytes(), "big")
+        h = int.from_bytes(data[20:24].tobytes(), "big")
+        return "png", w, h
+    if head.startswith(b"\xff\xd8"):
+        w, h = _jpeg_size(data)
+        # FF DA is start of scan: entropy-coded data never holds FF + non-zero (byte stuffing),
+        # so this counts every scan (and over-counts only bytes inside APPn/COM segments).
+        scans = data.tobytes().count(b"\xff\xda")
+        if scans > _JPEG_MAX_SCANS:
+            raise ImageConversionError(f"JPEG {w}x{h} has {scans} scans (at most "
+                                       f"{_JPEG_MAX_SCANS} accepted), not decoded")
+        return "jpeg", w, h
+    raise ImageConversionError(f"unknown compressed image type (first bytes {head[:4].hex(' ')}"
+                               "): only PNG and JPEG are decoded")
+
+
+def _jpeg_size(data: np.ndarray) -> tuple[int, int]:
+    """(width, height) from the first SOFn segment, walking the marker segments before it.
+
+    Bounded work whatever the bytes: at most _JPEG_MAX_SEGMENTS segments are walked (cameras
+    write a handful: APPn, DQT, DHT, DRI), each a jump by its length field.
+    """
+    mv = memoryview(data).cast("B")
+    n, i = len(mv), 2
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        if i < n and mv[i] != 0xFF:  # stray bytes before a marker: libjpeg skips them too
+            found = np.flatnonzero(data[i:] == 0xFF)
+            i = i + int(found[0]) if found.size else n
+        while i < n and mv[i] == 0xFF:  # fill bytes
+            i += 1
+        if i + 2 >= n:
+            break
+        marker = mv[i]
+        i += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        length = (mv[i] << 8) | mv[i + 1]
+        if length < 2:
+            break
+        if marker in _JPEG_SOF:
+            if i + 7 > n:
+                break
+            h = (mv[i + 3] << 8) | mv[i + 4]
+            w = (mv[i + 5] << 8) | mv[i + 6]
+            if h == 0:  # height given later by a DNL marker: unknown until decoded
+                raise ImageConversionError("cannot decode compressed image: JPEG frame height "
+                                           "0 (set by a DNL marker) is not accepted")
+            return w, h
+        i += length
+    raise ImageConversionError("cannot decode compressed image: JPEG header ends or breaks "
+                               f"before the frame size (no SOF marker found in {n} bytes)")
+
+
+def check_size(width: int, height: int, where: str = "") -> None:
+    """ImageConversionError unless 0 < side <= MAX_SIDE and width x height <= MAX_PIXELS."""
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE) or width * height > MAX_PIXELS:
+        raise ImageConversionError(
+            f"invalid size {width}x{height}{where} (accepted: sides 1..{MAX_SIDE}, "
+            f"at most {MAX_PIXELS / 1e6:.1f} MP)")
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """CompressedImage (jpeg/png, any image_transport format string) -> uint8 [H, W, 3] RGB.
 
     The format string only gates what we accept (compressedDepth and video codecs are refused);
-    the decoder reads the real type from the bytes, so a mislabelled frame still decodes.
+    the type is read from the bytes, so a PNG labelled jpeg still decodes. The size is read from
+    the header and checked before anything is decoded: a frame too big to accept is refused in
+    microseconds instead of after a decode that can take gigabytes (see compressed_size).
     """
     fmt = str(msg.format).lower()
     if "compresseddepth" in fmt or (fmt and not any(f in fmt for f in COMPRESSED_FORMATS)):
@@ -104,13 +198,14 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ImageConversionError("empty compressed image")
+    kind, w, h = compressed_size(buf)
+    check_size(w, h, f" in the {kind} header, not decoded")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ImageConversionError(f"cannot decode compressed image (format '{msg.format}', "
                                    f"{buf.size} bytes)")
     h, w = img.shape[:2]
-    if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
-        raise ImageConversionError(f"invalid size {w}x{h}")
+    check_size(w, h)  # EXIF rotation may swap the sides; nothing else changes the size
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second frame buffer
 
 
@@ -218,7 +313,10 @@ def fill_pointcloud2(msg: Any, points: np.ndarray, header: Any, field_type: Any)
     msg.is_bigendian = False
     msg.point_step = int(dt.itemsize)
     msg.row_step = int(dt.itemsize * points.shape[0])
-    msg.is_dense = True  # invalid depths are left out, never written as NaN
+    # Dense = no NaN/inf coordinates. PointCloudBuilder leaves invalid depths out, but bad
+    # intrinsics (or another producer) can still put NaN in x/y, so it is computed, not assumed.
+    msg.is_dense = bool(all(np.isfinite(points[name]).all() for name in ("x", "y", "z")
+                            if name in dt.names and dt.fields[name][0].kind == "f"))
     raw = np.ascontiguousarray(points).view(np.uint8).reshape(-1)
     _store_bytes(msg, raw)
     return msg

@@ -26,10 +26,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from mtl_perception.core.codecs import depth_image_to_metres, fill_image, image_to_array
-from mtl_perception.ros.diagnostics import status_name
+from mtl_perception.ros.diagnostics import DDS_FRAME_LIMIT_BYTES, status_name
 
 OUTPUT_TYPES = {"semantic": Image, "semantic_color": Image, "depth": Image, "confidence": Image,
                 "camera_info": CameraInfo, "points": PointCloud2}
+
+
+class FrameTooLarge(ValueError):
+    """A frame above what the DDS profile carries reliably (DDS_FRAME_LIMIT_BYTES)."""
 
 
 @dataclass
@@ -132,7 +136,18 @@ class PerceptionClient:
         self.publish_raw(msg, stamp_ns)
 
     def publish_raw(self, msg: Image | CompressedImage, stamp_ns: int) -> None:
-        """Publish a prepared message (also malformed ones, for robustness tests)."""
+        """Publish a prepared message (also malformed ones, for robustness tests).
+
+        Raises FrameTooLarge for a frame above DDS_FRAME_LIMIT_BYTES: the loopback DDS profile
+        can lose such frames in transport without telling either side, so they are refused
+        here, loudly, instead of disappearing.
+        """
+        size = len(msg.data)
+        if size > DDS_FRAME_LIMIT_BYTES:
+            raise FrameTooLarge(f"frame of {size / 1e6:.1f} MB exceeds the "
+                                f"{DDS_FRAME_LIMIT_BYTES / 1e6:.0f} MB the DDS profile carries "
+                                "reliably (config/fastdds_loopback.xml): send it compressed "
+                                "or smaller")
         with self.lock:
             self.frames.setdefault(stamp_ns, Received(sent_at=0.0)).sent_at = time.perf_counter()
         self.image_pub.publish(msg)

@@ -15,6 +15,11 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+# The largest image payload (bytes of msg.data) the shipped DDS profile (config/
+# fastdds_loopback.xml, 32 MB SHM segments) carries reliably; larger frames can vanish in
+# transport unseen, so the client refuses to send them and the node reports those it gets.
+DDS_FRAME_LIMIT_BYTES = 16_000_000
+
 
 def status_name(node_fqn: str) -> str:
     """The DiagnosticStatus name of one perception node (its fully qualified name + suffix)."""
@@ -32,6 +37,8 @@ class Stats:
     errors: int = 0  # inference failed for another reason
     rate_limited: int = 0  # skipped by max_rate_hz
     idle: int = 0  # nobody subscribed to any output
+    camera_info_rejected: int = 0  # unusable CameraInfo messages ignored
+    oversized: int = 0  # frames above DDS_FRAME_LIMIT_BYTES (their siblings may be lost)
     last_reject: str = ""
     latencies: list[float] = field(default_factory=list)  # seconds, this window
     stages: dict[str, list[float]] = field(default_factory=dict)  # seconds, this window
@@ -109,6 +116,8 @@ def take_window(stats: Stats, now: float,
         "frames_failed": str(s.errors),
         "frames_rate_limited": str(s.rate_limited),
         "frames_without_subscribers": str(s.idle),
+        "frames_over_dds_limit": str(s.oversized),
+        "camera_info_rejected": str(s.camera_info_rejected),
         "last_reject_reason": s.last_reject,
         **context,
     }

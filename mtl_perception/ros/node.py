@@ -32,13 +32,20 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mtl_perception.core.artifact import ArtifactError
-from mtl_perception.ros.diagnostics import SkipCounter, Stats, diagnostic_array, take_window
+from mtl_perception.ros.diagnostics import (
+    DDS_FRAME_LIMIT_BYTES,
+    SkipCounter,
+    Stats,
+    diagnostic_array,
+    take_window,
+)
 from mtl_perception.ros.params import OUTPUTS, PARAMS, SPECS, ParamError, ParamSpec, validate
 from mtl_perception.ros.pipeline import (
     FramePipeline,
     FrameRejected,
     FrameSettings,
     available_outputs,
+    check_camera_info,
 )
 from mtl_perception.runtime.memory import retain_freed_memory
 from mtl_perception.runtime.predictor import NonFiniteOutput, Predictor
@@ -89,7 +96,7 @@ class PerceptionNode(Node):
         self.skips = SkipCounter()
         self.lock = threading.Lock()
         self.pipeline = FramePipeline(self.predictor, p["output_resolution"] == "network",
-                                      self._warn_camera)
+                                      self._warn_camera, self.get_logger().warning)
         self.camera_info: CameraInfo | None = None
 
         qos = QoSProfile(
@@ -160,7 +167,20 @@ class PerceptionNode(Node):
     # ---- input ------------------------------------------------------------------------------
 
     def camera_info_callback(self, msg: CameraInfo) -> None:
-        self.camera_info = msg  # latest wins; no time sync, so no frame waits for it
+        """Latest good CameraInfo wins (no time sync, so no frame waits for it).
+
+        An unusable one (NaN, fx = 1e-30, ...) is counted, logged (throttled) and ignored: the
+        last good one stays in use, and without one ~/points and ~/camera_info wait.
+        """
+        try:
+            check_camera_info(msg)
+        except ValueError as exc:
+            with self.lock:
+                self.stats.camera_info_rejected += 1
+            self.get_logger().warning(f"ignoring camera_info: {exc}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        self.camera_info = msg
 
     def _image_callback(self) -> Callable[..., None]:
         """image_callback with message info where rclpy passes it (Iron and later), else without."""
@@ -172,8 +192,16 @@ class PerceptionNode(Node):
         now = time.perf_counter()
         received_ns = info.get("received_timestamp") if info else None
         queued = max(time.time_ns() - received_ns, 0) * 1e-9 if received_ns else 0.0
+        oversized = len(msg.data) > DDS_FRAME_LIMIT_BYTES
         with self.lock:
             self.stats.count_received(self.skips.skipped(info))
+            self.stats.oversized += oversized
+        if oversized:  # this one arrived; others of its size may be lost in transport, unseen
+            self.get_logger().warning(
+                f"frame of {len(msg.data) / 1e6:.1f} MB is above the "
+                f"{DDS_FRAME_LIMIT_BYTES / 1e6:.0f} MB the loopback DDS profile carries "
+                "reliably: frames of this size can be lost in transport without a count",
+                throttle_duration_sec=LOG_THROTTLE_S)
             rate = self.params["max_rate_hz"]
             if rate > 0 and now - self._last_accept < 1.0 / rate:
                 self.stats.rate_limited += 1

@@ -82,6 +82,19 @@ def decode(msg: Image | CompressedImage) -> np.ndarray:
         raise FrameRejected(str(exc)) from exc
 
 
+def check_camera_info(info: CameraInfo) -> PinholeCamera:
+    """The camera of a CameraInfo, or ValueError saying why it cannot be used.
+
+    K goes through PinholeCamera's checks (finite, focal lengths in range, principal point near
+    the image); P, which ~/camera_info passes on scaled, must be finite too. A CameraInfo
+    without a size (0 x 0) is checked again against the image size when a frame uses it.
+    """
+    cam = PinholeCamera.from_camera_info(info)
+    if len(info.p) == 12 and not np.isfinite(np.asarray(info.p, np.float64)).all():
+        raise ValueError(f"P has non-finite values ({', '.join(f'{v:g}' for v in info.p)})")
+    return cam
+
+
 def scaled_camera_info(info: CameraInfo, header: Any, intr: PinholeCamera) -> CameraInfo:
     """The camera_info of the outputs: same camera, K and P scaled to the output size."""
     out = CameraInfo(header=header, width=intr.width, height=intr.height,
@@ -104,13 +117,18 @@ class FramePipeline:
         network_resolution: outputs at the network input size instead of the camera's.
         warn: called with a one-line reason when ~/points and ~/camera_info must be skipped
             (no or unusable camera_info); the node logs it, throttled.
+        notice: called once per distinct (camera_info size, image size) pair whose aspect
+            ratios differ (the intrinsics are then scaled unevenly); `warn` when not given.
     """
 
     def __init__(self, predictor: Predictor, network_resolution: bool,
-                 warn: Callable[[str], None]) -> None:
+                 warn: Callable[[str], None],
+                 notice: Callable[[str], None] | None = None) -> None:
         self.predictor = predictor
         self.network_resolution = network_resolution
         self.warn = warn
+        self.notice = notice or warn
+        self._aspect_warned: set[tuple[int, int, int, int]] = set()
         n = len(predictor.classes)
         self.lut = palette_lut(predictor.palette[:n])  # [max(256, n), 3]
         self.label_encoding = "mono8" if n <= 255 else "16UC1"
@@ -128,7 +146,24 @@ class FramePipeline:
         except ValueError as exc:
             self.warn(f"ignoring camera_info: {exc}")
             return None
+        self._check_aspect(intr, in_w, in_h)
         return intr.resized(out_w, out_h)
+
+    def _check_aspect(self, intr: PinholeCamera, in_w: int, in_h: int) -> None:
+        """Warn once per size pair when camera_info and image differ in aspect ratio.
+
+        A calibration at another resolution of the same sensor scales evenly (1280x720 ->
+        640x360); unequal factors (1280x720 info on a 640x480 image: fx x 0.5, fy x 0.67) mean
+        the camera_info belongs to another mode or camera, and every point is skewed.
+        """
+        sx, sy = in_w / intr.width, in_h / intr.height
+        key = (intr.width, intr.height, in_w, in_h)
+        if abs(sx - sy) <= 0.01 * max(sx, sy) or key in self._aspect_warned:
+            return
+        self._aspect_warned.add(key)
+        self.notice(f"camera_info is {intr.width}x{intr.height} but the image is {in_w}x{in_h}:"
+                    f" aspect ratios differ, so the intrinsics are scaled unevenly (fx x{sx:.3g},"
+                    f" fy x{sy:.3g}); check that camera_info belongs to this image stream")
 
     def process(self, msg: Image | CompressedImage, want: dict[str, bool],
                 camera_info: CameraInfo | None, settings: FrameSettings,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtl_perception.core.artifact import ArtifactError
-from mtl_training.checkpoint import CheckpointError
+from mtl_training.checkpoint import CheckpointError, RunDirError
 from mtl_training.config import ConfigError, ExperimentConfig, load_config
 from mtl_training.data.bags.reader import BagError
 from mtl_training.data.sources.folder import DatasetFormatError
@@ -25,8 +25,8 @@ class UserError(Exception):
 
 # Everything a command may raise on bad input: one line on stderr, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    UserError, ConfigError, ArtifactError, CheckpointError, DatasetFormatError, BagError,
-    PseudoLabelError, FileNotFoundError)
+    UserError, ConfigError, ArtifactError, CheckpointError, RunDirError, DatasetFormatError,
+    BagError, PseudoLabelError, FileNotFoundError)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from mtl_perception.core.device import resolve_device
-from mtl_training.apps.command import Command, config_from_args
+from mtl_training.apps.command import Command, UserError, config_from_args
 from mtl_training.data import build_datasets
 from mtl_training.pseudo import PseudoLabelError
 from mtl_training.pseudo.run import run_pseudo_label
@@ -48,7 +48,10 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         cfg.pseudo.tau = args.tau
     if args.mode is not None:
         cfg.pseudo.mode = args.mode
-    device = resolve_device(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device)
+    except ValueError as exc:
+        raise UserError(f"train.device: {exc}") from exc
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     teacher = load_teacher(args.teacher, args.checkpoint, device)

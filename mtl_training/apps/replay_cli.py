@@ -53,9 +53,7 @@ def replay_bag(bag: str | Path, model: str | Path, report_dir: str | Path,
         "latency_ms": r.latency_ms,
         "throughput_fps": r.throughput_fps,
         "metrics": {"depth": r.depth_metrics, "seg": r.seg_metrics},
-        "bag_report": {"topics": bag_report.topics, "registration": bag_report.registration,
-                       "unpaired": bag_report.unpaired, "bad_messages": bag_report.bad,
-                       "truncated": bag_report.truncated},
+        "bag_report": bag_report.to_dict(),  # counts, stamp problems, undecodable messages
         "node_exit_code": r.node_exit_code,
         "result_bag": str(opts.result_bag) if opts.result_bag else None,
     }
@@ -81,14 +79,16 @@ def format_replay_report(r: dict[str, Any]) -> str:
     if r["metrics"]["seg"]:
         seg = {k: v for k, v in r["metrics"]["seg"].items() if k != "per_class_iou"}
         lines += ["## Segmentation (vs the bag's label topic)", "", markdown_table([seg]), ""]
-    if r["bag_report"]["bad_messages"] or r["bag_report"]["truncated"]:
-        lines += ["## Bad data", "", f"- skipped: {r['bag_report']['bad_messages']}",
-                  f"- truncated: {r['bag_report']['truncated']}", ""]
+    problems = r["bag_report"].get("problems") or []
+    if problems:
+        lines += ["## Bad data", "", *[f"- {p}" for p in problems], ""]
     return "\n".join(lines)
 
 
 def summary_lines(r: dict[str, Any]) -> list[str]:
-    """What `mtl-replay` prints: frames and latency, then one line per scored task."""
+    """What `mtl-replay` prints: frames and latency, one line per scored task, then one line per
+    kind of bad input in the bag (undecodable messages, stamp problems, truncation), so what the
+    replay could not send is on screen, not only in report.json."""
     f, lat = r["frames"], r["latency_ms"]
     out = [f"replay {r['bag']}: {f['sent']} frames sent, {f['received']} answered, "
            f"{f['dropped']} dropped; latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
@@ -101,6 +101,7 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     if s:
         out.append(f"seg ({f['scored_seg']} frames): mIoU {s['miou']:.3f}, "
                    f"pixel acc {s['pixel_acc']:.3f}")
+    out += [f"bag: {p}" for p in r["bag_report"].get("problems") or []]
     return out
 
 

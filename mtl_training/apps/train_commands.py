@@ -51,7 +51,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=["teacher", "student"], default=None,
                    help="which network to train (config stages.<stage> is merged in)")
     p.add_argument("--out", type=Path, default=None, help="run directory (train.out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue the run in <out> from its last.pt (a new run if none)")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace the run in <out> (its checkpoints and metrics are deleted)")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -62,7 +66,8 @@ def _train(args: argparse.Namespace) -> None:
         apply_override(cfg, assignment)
     if args.out is not None:
         cfg.train.out_dir = str(args.out)
-    run_dir = train(cfg, resume=args.resume, pseudo=_pseudo_store(cfg))
+    cfg.validate()  # the overrides above came after load_config's check
+    run_dir = train(cfg, resume=args.resume, pseudo=_pseudo_store(cfg), overwrite=args.overwrite)
     best = run_dir / "best.pt"
     if best.is_file():
         ckpt = load_checkpoint(best)
@@ -81,7 +86,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
-    device = resolve_device(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device)
+    except ValueError as exc:
+        raise UserError(f"train.device: {exc}") from exc
     model = _load_any_model(args.model, device)
     _, val = build_datasets(cfg.data)
     loader = DataLoader(val, batch_size=cfg.train.batch_size, collate_fn=collate)

@@ -7,6 +7,7 @@ import numpy as np
 from mtl_perception.core.contracts import FrameSource
 from mtl_training.config import DataConfig
 from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
+from mtl_training.data.identity import dataset_identity
 from mtl_training.data.sources import build_sources
 
 __all__ = ["build_datasets", "build_sources", "datasets_from_sources", "label_subsets"]
@@ -31,8 +32,14 @@ def datasets_from_sources(cfg: DataConfig, sources: tuple[FrameSource, FrameSour
                           pseudo: PseudoLabels | None = None
                           ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     """As `build_datasets`, over (train, val) sources the caller already holds: a study that
-    trains many configurations renders or reads its frames once and shares them."""
+    trains many configurations renders or reads its frames once and shares them.
+
+    A pseudo-label store with a `check_dataset` method (PseudoLabelStore) is first shown the
+    training source's identity and refuses, in one line, labels made from another dataset."""
     train_src, val_src = sources
+    check = getattr(pseudo, "check_dataset", None)  # a store that records its dataset
+    if check is not None:  # refuse labels made from another dataset (ids alone would match)
+        check(dataset_identity(train_src))
     keep_seg, keep_depth = label_subsets(cfg, len(train_src))
     size = (cfg.height, cfg.width)
     train = MultiTaskDataset(train_src, size, cfg.augment, keep_seg, keep_depth, pseudo, cfg.seed)

@@ -14,7 +14,12 @@ import torch
 from torch.utils.data import Dataset
 
 from mtl_perception.core.contracts import FrameSource
+from mtl_training.config import ConfigError
 from mtl_training.data.transforms import make_sample
+
+# label_subsets draws seg with salt 1 and depth with salt 2: the task whose config keys an error
+# names (data.seg_frames, data.depth_count, ...)
+SUBSET_TASKS = {1: "seg", 2: "depth"}
 
 
 def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
@@ -24,20 +29,26 @@ def choose_subset(n: int, fraction: float = 1.0, count: int | None = None,
 
     Reproducible from (seed, salt): the same config always keeps the same frames, and nested
     fractions (5 % inside 10 %) pick nested subsets because both read the same permutation.
+    Out-of-range values raise ConfigError naming the data.* key: only here is `n` (the training
+    split's length, e.g. a folder dataset's) known.
     """
+    task = SUBSET_TASKS.get(salt, "label")
     keep = np.zeros(n, dtype=bool)
     if explicit is not None:
         idx = np.asarray(list(explicit), dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"label frame index out of range 0..{n - 1}: {idx.min()}..{idx.max()}")
+            raise ConfigError(f"data.{task}_frames: frame index out of range, must be in "
+                              f"[0, {n - 1}] (the training split has {n} frames), got "
+                              f"{idx.min()}..{idx.max()}")
         keep[idx] = True
         return keep
     if count is None:
         if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"label fraction must be in [0, 1], got {fraction}")
+            raise ConfigError(f"data.{task}_fraction: must be a number in [0, 1], got {fraction}")
         count = round(fraction * n)
     if not 0 <= count <= n:
-        raise ValueError(f"label count must be in [0, {n}], got {count}")
+        raise ConfigError(f"data.{task}_count: must be an integer in [0, {n}] (the training split "
+                          f"has {n} frames), got {count}")
     order = np.random.default_rng([seed, salt, 7919]).permutation(n)
     keep[order[:count]] = True
     return keep

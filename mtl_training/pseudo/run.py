@@ -28,6 +28,7 @@ from mtl_perception.core.contracts import IGNORE_INDEX
 from mtl_perception.core.fileio import write_json_atomic
 from mtl_training.config import PseudoLabelConfig
 from mtl_training.data.datasets import MultiTaskDataset
+from mtl_training.data.identity import dataset_identity, same_dataset
 from mtl_training.data.sources.folder import depth_to_mm
 from mtl_training.data.transforms import make_sample
 from mtl_training.pseudo import PseudoLabelError
@@ -35,6 +36,8 @@ from mtl_training.pseudo.store import (
     FORMAT,
     JOURNAL,
     MANIFEST,
+    no_identity_message,
+    other_dataset_message,
     read_journal,
     read_manifest,
     write_label,
@@ -215,7 +218,9 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
     """Label every frame of `dataset` that keeps the teacher's input but not its target.
 
     Resumable: frames already in progress.jsonl (with their file present) are skipped; a folder
-    written with other settings (teacher hash, tau, mode, frames) is refused unless `overwrite`.
+    written with other settings (dataset identity, teacher hash, tau, mode, frames) is refused
+    unless `overwrite`. The manifest records the dataset's identity (mtl_training.data.identity)
+    so a student can refuse labels made from another dataset.
     `max_frames` > 0 stops after that many new frames (a time-sliced run; call again to finish).
     `cache` (a dict kept by the caller) reuses teacher outputs across calls, e.g. a tau sweep.
     Returns the manifest's summary; the manifest says "complete": true once every frame is done.
@@ -229,8 +234,9 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
         raise PseudoLabelError(f"pseudo.tau must be in (0, 1], got {cfg.tau}")
     indices = frames_to_label(dataset, teacher.aux_input)
     planned = [dataset.frame_id(i) for i in indices]
+    identity = dataset_identity(dataset.source)
     settings: dict[str, Any] = {
-        "format": FORMAT, "task": task, "aux_input": teacher.aux_input,
+        "format": FORMAT, "dataset": identity, "task": task, "aux_input": teacher.aux_input,
         "teacher": {"checkpoint": str(teacher.path), "sha256": teacher.sha256},
         "network_size": list(dataset.size), "classes": classes,
     }
@@ -243,6 +249,12 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
     manifest_path = out / MANIFEST
     previous = read_manifest(manifest_path) if manifest_path.is_file() and not overwrite else None
     if previous is not None:
+        if not isinstance(previous.get("dataset"), dict):
+            raise PseudoLabelError(no_identity_message(manifest_path, out))
+        if not same_dataset(previous["dataset"], identity):
+            raise PseudoLabelError(other_dataset_message(manifest_path, previous["dataset"],
+                                                         identity) + " or pass --overwrite")
+        previous["dataset"] = identity  # same frames, perhaps moved: record where they are now
         for key, value in {**settings, "planned": planned}.items():
             if previous.get(key) != value:
                 raise PseudoLabelError(

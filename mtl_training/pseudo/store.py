@@ -1,14 +1,21 @@
 """The pseudo-label folder: its layout, the resume journal, and the read side a student uses.
 
 Layout (`mtl-train pseudo-label --out`):
-    manifest.json    format, task, teacher checkpoint + sha256, tau/mode/thresholds, planned
-                     frames, per-frame records and the summary; "complete": false until the end
+    manifest.json    format, task, teacher checkpoint + sha256, the labelled dataset's identity
+                     (mtl_training.data.identity), tau/mode/thresholds, planned frames,
+                     per-frame records and the summary; "complete": false until the end
     progress.jsonl   one record per finished frame, appended as it is written (the resume log)
     seg/<id>.png     8-bit class ids, 255 = not confident          (task seg)
     depth/<id>.png   16-bit millimetres, 0 = not kept                (task depth)
 Labels are written at the frame's own resolution, so the dataset treats them exactly like ground
 truth. Every PNG is written atomically: a file under its final name is always whole, so a journal
 line whose file exists names a finished frame.
+
+Labels are looked up by frame id, and ids repeat across datasets, so a student checks the
+recorded dataset identity against its own training set (`check_dataset`) and refuses another
+dataset's folder. A folder written before identities were recorded (format 1) is refused too,
+with the command that rewrites it: it cannot be checked, and accepting it would keep exactly the
+silent mix-up the check exists to stop (re-running is resumable and cheap next to training).
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from mtl_perception.core.fileio import atomic_path
+from mtl_training.data.identity import describe_identity, same_dataset
 from mtl_training.data.sources.folder import read_png, write_png
 from mtl_training.pseudo import PseudoLabelError
 
-FORMAT = "mtl_perception.pseudo_labels/1"
+FORMAT = "mtl_perception.pseudo_labels/2"  # 2: records the dataset identity
+FORMAT_WITHOUT_IDENTITY = "mtl_perception.pseudo_labels/1"
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
 
@@ -74,6 +83,9 @@ class PseudoLabelStore:
             raise PseudoLabelError(f"{path} missing: not a pseudo-label folder (write one with "
                                    "`mtl-train pseudo-label`)")
         manifest = read_manifest(path)
+        if manifest.get("format") == FORMAT_WITHOUT_IDENTITY or (
+                manifest.get("format") == FORMAT and not isinstance(manifest.get("dataset"), dict)):
+            raise PseudoLabelError(no_identity_message(path, self.root))
         if manifest.get("format") != FORMAT:
             raise PseudoLabelError(f"{path}: format {manifest.get('format')!r}, "
                                    f"expected {FORMAT!r}")
@@ -84,7 +96,19 @@ class PseudoLabelStore:
         self.task: str = manifest["task"]
         self.tau: float | None = manifest.get("tau")
         self.teacher_sha256: str = manifest["teacher"]["sha256"]
+        self.dataset: dict[str, Any] = manifest["dataset"]
         self.files = {fid: self.root / rec["file"] for fid, rec in manifest["frames"].items()}
+
+    def check_dataset(self, identity: dict[str, Any]) -> None:
+        """Refuse to serve labels to a dataset other than the one they were made from.
+
+        `identity` is the student's training set (mtl_training.data.identity.dataset_identity);
+        datasets_from_sources calls this where the store meets the dataset. Raises
+        PseudoLabelError, one line naming both datasets.
+        """
+        if not same_dataset(self.dataset, identity):
+            raise PseudoLabelError(other_dataset_message(self.root / MANIFEST, self.dataset,
+                                                         identity))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,3 +128,18 @@ class PseudoLabelStore:
         if self.task == "depth":
             return img.astype(np.float32) * 0.001
         return img
+
+
+def no_identity_message(manifest: Path, root: Path) -> str:
+    """The one line for a folder that records no dataset identity (format 1)."""
+    return (f"{manifest}: records no dataset identity (written by an older version), so it "
+            "cannot be checked against the training set; re-run pseudo-label: `mtl-train "
+            f"pseudo-label --teacher ... --out {root} --overwrite`")
+
+
+def other_dataset_message(manifest: Path, recorded: dict[str, Any],
+                          actual: dict[str, Any]) -> str:
+    """The one line for pseudo-labels made from another dataset than the one at hand."""
+    return (f"{manifest}: pseudo-labels were made from {describe_identity(recorded)}, not from "
+            f"this training set, {describe_identity(actual)}; run `mtl-train pseudo-label` for "
+            "this dataset (another --out)")

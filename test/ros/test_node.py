@@ -387,15 +387,20 @@ def test_compressed_input_jpeg_png_and_corrupt(tiny_artifact, tmp_path_factory, 
 
 
 def _nan_artifact(src: Path, dst: Path) -> Path:
-    """The tiny artifact with one NaN weight in the depth head: every depth pixel turns NaN."""
+    """The tiny artifact whose depth decoder turns every pixel NaN, with finite weights.
+
+    A NaN weight is refused when the artifact loads; a negative batch-norm running variance is
+    finite (it passes the load checks) and makes sqrt(var + eps) NaN in the forward pass.
+    """
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     with safe_open(str(src), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
-    key = next(k for k in tensors if k.startswith("decoders.depth") and k.endswith("bias"))
-    tensors[key] = tensors[key].clone().fill_(float("nan"))
+    key = next(k for k in tensors
+               if k.startswith("decoders.depth") and k.endswith("running_var"))
+    tensors[key] = tensors[key].clone().fill_(-1.0)
     save_file(tensors, str(dst), metadata=meta)
     return dst
 

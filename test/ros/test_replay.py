@@ -12,7 +12,12 @@ pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e .[ros])
 
 from mtl_training.apps.replay_cli import main as replay_main
 from mtl_training.data.bags.reader import index_bag
-from mtl_training.data.bags.synth import LABEL_TOPIC, SynthBagSpec, write_synthetic_bag
+from mtl_training.data.bags.synth import (
+    LABEL_TOPIC,
+    RGB_TOPIC,
+    SynthBagSpec,
+    write_synthetic_bag,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -62,6 +67,25 @@ def test_replay_at_recorded_rate_keeps_timing(tmp_path, tiny_artifact, capsys):
     # 8 frames recorded 0.25 s apart: the node answers at the recorded rate, not faster
     assert r["frames"]["received"] >= 7
     assert r["throughput_fps"] == pytest.approx(4.0, rel=0.35)
+
+
+def test_replay_prints_bad_message_and_stamp_counts(tmp_path, tiny_artifact, capsys):
+    bag = tmp_path / "bad"
+    write_synthetic_bag(bag, SynthBagSpec(frames=5, repeat_stamps=(3,),
+                                          random_bytes=((RGB_TOPIC, 1),)))
+    report_dir = tmp_path / "report"
+    rc = replay_main([str(bag), "--model", str(tiny_artifact), "--report", str(report_dir),
+                      "--rate", "max"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "3 frames sent" in out.out  # 5 - 1 undecodable - 1 duplicate stamp
+    assert f"bag: skipped 1 undecodable message(s) on {RGB_TOPIC}" in out.out
+    assert "bag: 1 duplicate colour stamps (kept the first)" in out.out
+    md = (report_dir / "report.md").read_text()
+    assert "## Bad data" in md and f"skipped 1 undecodable message(s) on {RGB_TOPIC}" in md
+    r = json.loads((report_dir / "report.json").read_text())
+    assert r["bag_report"]["bad_messages"] == {RGB_TOPIC: 1}
+    assert r["bag_report"]["duplicate_stamps"] == {"colour": 1, "depth": 1}
 
 
 def test_replay_bad_inputs_fail_with_one_line(tmp_path, tiny_artifact, capsys):

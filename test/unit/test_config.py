@@ -35,3 +35,13 @@ def test_saved_config_round_trips(tmp_path):
     assert again.for_stage("teacher").train.epochs == 2
     assert again.for_stage("teacher").train.stage == "teacher"
     assert isinstance(again, ExperimentConfig)
+
+
+def test_out_of_range_value_names_file_key_and_allowed_values(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train\.batch_size: must be an integer in "
+                                          r"\[1, \d+\], got 0"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=r"^data\.seg_fraction: must be a number in \[0, 1\]"):
+        load_config(None, ["data.seg_fraction=2"])

@@ -130,6 +130,12 @@ def test_manifest_integrity(tmp_path):
     assert m["task"] == "seg" and m["aux_input"] == "depth"
     assert m["tau"] == 0.9 and m["mode"] == "per_class" and len(m["thresholds"]) == NC
     assert m["teacher"]["sha256"] == file_sha256(tmp_path / "teacher" / "best.pt")
+    # which dataset was labelled: a student compares it before using any label
+    assert m["dataset"]["kind"] == "TinySource" and m["dataset"]["frames"] == 8
+    assert len(m["dataset"]["frame_ids_sha256"]) == 64
+    PseudoLabelStore(out).check_dataset(m["dataset"])
+    with pytest.raises(PseudoLabelError, match="pseudo-labels were made from"):
+        PseudoLabelStore(out).check_dataset({**m["dataset"], "frames": 9})
     # exactly the frames that keep depth but not segmentation
     assert frames_to_label(ds, "depth") == [2, 3, 4, 5]
     assert m["planned"] == ["f02", "f03", "f04", "f05"] == sorted(m["frames"])

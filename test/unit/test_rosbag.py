@@ -23,8 +23,13 @@ from mtl_training.apps.train_cli import main as cli_main
 from mtl_training.config import BagConfig, DataConfig
 from mtl_training.data import build_datasets
 from mtl_training.data.bags.frames import BagReport, read_synced_frames
-from mtl_training.data.bags.reader import BagError, index_bag
-from mtl_training.data.bags.sync import plan_pairs
+from mtl_training.data.bags.reader import (
+    BagError,
+    cdr_header_stamp_ns,
+    header_stamp_ns,
+    index_bag,
+)
+from mtl_training.data.bags.sync import check_stamps, plan_pairs
 from mtl_training.data.bags.synth import (
     DEPTH_TOPIC,
     LABEL_TOPIC,
@@ -116,6 +121,31 @@ def test_out_of_order_stamps_are_paired_by_stamp(tmp_path):
         j = gt["stamps"].index(f.stamp_ns)
         np.testing.assert_allclose(f.depth, gt["depth"][j], atol=0.0006)
         np.testing.assert_array_equal(f.rgb, gt["rgb"][j])
+
+
+def test_header_stamps_are_checked_not_just_sliced():
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    ts1 = get_typestore(Stores.ROS1_NOETIC)
+    img = np.zeros((2, 3, 3), np.uint8)
+    cdr = bytes(ts.serialize_cdr(make_image(ts, 5 * 10**9 + 7, "cam", img, "rgb8"),
+                                 "sensor_msgs/msg/Image"))
+    ros1 = bytes(ts1.serialize_ros1(make_image(ts1, 5 * 10**9 + 7, "cam", img, "rgb8", True),
+                                    "sensor_msgs/msg/Image"))
+    assert cdr_header_stamp_ns(cdr) == header_stamp_ns(ros1) == 5 * 10**9 + 7
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # random bytes are not a header (they used to give a garbage stamp)
+        raw = rng.integers(0, 256, int(rng.integers(0, 2000)), dtype=np.uint8).tobytes()
+        with pytest.raises(ValueError):
+            cdr_header_stamp_ns(raw)
+        with pytest.raises(ValueError):
+            header_stamp_ns(raw)
+
+
+def test_check_stamps_sets_aside_zero_and_repeated_stamps():
+    c = check_stamps([5, 0, 3, 5, 0, 7, 3])
+    assert c.stamps == [5, 3, 7] and c.zero == 2 and c.duplicates == 2
+    c = check_stamps([0, 0], drop_zero=False)
+    assert c.stamps == [0] and c.zero == 0 and c.duplicates == 1
 
 
 def test_plan_pairs_tolerance_min_gap_and_stride():

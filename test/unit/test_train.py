@@ -56,7 +56,7 @@ def test_xtc_gradnorm_run_checkpoints_resumes_and_exports_the_student_only(tmp_p
     trainer = Trainer(cfg)
     assert trainer.resume() and trainer.epoch == 2
     assert trainer.weighting.weights() == pytest.approx(recs[-1]["weights"])
-    trainer.fit()
+    trainer.fit(resume=True)
     assert [r["epoch"] for r in _records(run)] == [1, 2, 3]
 
     # export ships exactly the student: the transfer nets stay behind

@@ -23,10 +23,12 @@ from mtl_perception.core.models.student import MultiTaskNet
 from mtl_perception.core.models.teacher import AUX_TARGET, MultiModalTeacher
 
 # Bounds that keep a hostile or mistyped spec from allocating without limit before anything is
-# checked: far beyond any network this package trains, far below what would exhaust a robot.
-MAX_CLASSES = 65535
-MAX_DECODER_CHANNELS = 1024
-MAX_DECODER_CONVS = 8
+# checked: beyond any network this package trains (LVIS has 1203 classes; the papers' decoders use
+# 128 channels and 3 convs), far below what would exhaust a robot (the largest spec allowed,
+# resnet50 + 512-channel decoders with 4 convs, is ~120 M parameters, 0.5 GB).
+MAX_CLASSES = 2048
+MAX_DECODER_CHANNELS = 512
+MAX_DECODER_CONVS = 4
 MAX_DEPTH_M = 10000.0
 
 

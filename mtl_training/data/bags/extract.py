@@ -31,6 +31,12 @@ from mtl_training.data.sources.folder import (
 )
 from mtl_training.data.sources.synthetic import CLASSES, PALETTE
 
+# While a bag is extracted, dataset.json is rewritten every CHECKPOINT_S seconds, or after
+# max(CHECKPOINT_FRAMES, frames listed / 8) new frames: a kill loses little, and the rewrites
+# (each one the whole index) stay a small constant factor of the frames written.
+CHECKPOINT_S = 2.0
+CHECKPOINT_FRAMES = 16
+
 
 def bag_key(path: Path) -> str:
     """Stable, readable id of a bag: its name plus a short hash of its absolute path."""
@@ -58,8 +64,11 @@ def _settings(cfg: BagConfig) -> dict[str, Any]:
 def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0,
             progress: bool = True) -> tuple[list[BagReport], dict[str, Any]]:
     """Extract bags into the folder dataset `out` (incremental); returns per-bag reports and
-    totals. dataset.json is rewritten atomically after each bag, so an interrupted run leaves the
-    previous complete index, never a half-written one."""
+    totals. dataset.json is rewritten atomically after each bag and at checkpoints within one
+    (CHECKPOINT_S, CHECKPOINT_FRAMES), listing only frames whose files are already written: an
+    interrupted run (even kill -9) leaves an index that is whole and true, and the next run
+    writes only what it lacks (a PNG cut short by the kill was never listed, and is written
+    again under the same name)."""
     out = Path(out)
     entries: list[dict[str, Any]] = []
     sources: dict[str, Any] = {}
@@ -82,32 +91,35 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
         if prev and prev.get("settings") != settings:  # new sync settings: re-extract this bag
             entries = [e for e in entries if e.get("meta", {}).get("bag_key") != key]
             prev = None
+            del sources[key]  # unlist its frames before any file of theirs is rewritten
+            _write(out, info, entries, cfg.val_every, sources)
         mine = {e["meta"]["stamp_ns"] for e in entries if e.get("meta", {}).get("bag_key") == key}
         if prev and prev.get("signature") == signature and prev.get("complete"):
             report.up_to_date, report.existing = True, len(mine)
             reports.append(report)
             continue
         bar = tqdm(desc=bag.name, unit="frame", disable=not progress or None)
+        last_index, new_since = time.monotonic(), 0
         for f in read_synced_frames(bag, cfg, report, frozenset(mine)):
             fid = f"{key}_{f.stamp_ns}"
             meta = {"bag": str(bag), "bag_key": key, "rgb_topic": report.topics["rgb"],
                     "depth_topic": report.topics["depth"], "label_topic": report.topics["label"],
                     "stamp_ns": f.stamp_ns, "depth_stamp_ns": f.depth_stamp_ns,
-                    "header_frame_id": f.frame_id}
+                    "stamp_source": report.stamp_source, "header_frame_id": f.frame_id}
             entries.append(write_frame(out, fid, f.rgb, f.depth, f.seg, f.K, meta))
             report.written += 1
             written += 1
             bar.update()
+            new_since += 1
+            if (new_since >= max(CHECKPOINT_FRAMES, len(entries) // 8)
+                    or time.monotonic() - last_index > CHECKPOINT_S):  # bounds what a kill loses
+                sources[key] = _source(bag, signature, settings, report, prev, complete=False)
+                _write(out, info, _sorted(entries), cfg.val_every, sources)
+                last_index, new_since = time.monotonic(), 0
         bar.close()
-        sources[key] = {"path": str(bag), "signature": signature, "settings": settings,
-                        "topics": report.topics, "complete": report.truncated is None,
-                        "frames": report.written + report.existing,
-                        "registration": (prev or {}).get("registration", report.registration)
-                        if report.written == 0 else report.registration,
-                        "extrinsic": report.extrinsic,
-                        "bad_messages": report.bad, "truncated": report.truncated}
-        entries.sort(key=lambda e: (e["meta"].get("bag_key", ""), e["meta"].get("stamp_ns", 0)))
-        _write(out, info, entries, cfg.val_every, sources)
+        sources[key] = _source(bag, signature, settings, report, prev,
+                               complete=report.truncated is None)
+        _write(out, info, _sorted(entries), cfg.val_every, sources)
         reports.append(report)
     if not (out / INDEX).is_file():
         _write(out, info, entries, cfg.val_every, sources)
@@ -118,6 +130,29 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
               "train": len(splits.get("train", entries)), "val": len(splits.get("val", entries)),
               "held_out": bool(splits)}
     return reports, totals
+
+
+def _source(bag: Path, signature: dict[str, int], settings: dict[str, Any], report: BagReport,
+            prev: dict[str, Any] | None, complete: bool) -> dict[str, Any]:
+    """The index's record of one bag: what a re-run compares, and what reading it found.
+
+    `complete` False (a checkpoint mid-bag, or a truncated bag) makes the next run read the bag
+    again, writing only the frames the index does not list yet.
+    """
+    return {"path": str(bag), "signature": signature, "settings": settings,
+            "topics": report.topics, "complete": complete,
+            "frames": report.written + report.existing,
+            "registration": (prev or {}).get("registration", report.registration)
+            if report.written == 0 else report.registration,
+            "extrinsic": report.extrinsic, "bad_messages": report.bad,
+            "zero_stamps": report.zero_stamps, "duplicate_stamps": report.duplicate_stamps,
+            "stamp_source": report.stamp_source, "truncated": report.truncated}
+
+
+def _sorted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries in (bag, stamp) order, sorted in place (the order dataset.json lists them)."""
+    entries.sort(key=lambda e: (e["meta"].get("bag_key", ""), e["meta"].get("stamp_ns", 0)))
+    return entries
 
 
 def _classes(cfg: BagConfig) -> tuple[list[str], list[list[int]]]:

@@ -5,6 +5,12 @@ into the colour camera (both CameraInfos + the extrinsic: see calibration.py) an
 metres. Reading is two passes over the image topics: the first reads header stamps straight from
 the raw bytes to plan the pairs (so out-of-order stamps, strides and gaps cost nothing), the
 second deserialises only the messages a planned pair needs.
+
+Stamps are checked before pairing, and everything set aside is counted in BagReport: a message
+whose bytes are not a header is undecodable (`bad`); a stamp of 0 cannot be placed in time and is
+dropped, unless a topic's stamps are ALL 0 (a driver without a clock), in which case every topic
+is paired by the bag's receive time instead (`stamp_source` "receive", said in the summary); a
+stamp repeated on one topic keeps its first message in bag order (`duplicate_stamps`).
 """
 
 from __future__ import annotations
@@ -14,16 +20,24 @@ import logging
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from mtl_perception.core.camera import PinholeCamera
 from mtl_perception.core.codecs import depth_image_to_metres
 from mtl_perception.core.geometry.registration import register_depth
 from mtl_training.config import BagConfig
 from mtl_training.data.bags.calibration import extrinsic, read_calibration, registration_mode
 from mtl_training.data.bags.decode import REP118_SCALE, decode_colour, decode_label
-from mtl_training.data.bags.reader import open_bag, safe_messages, stamp_reader
-from mtl_training.data.bags.sync import nearest, plan_frames, ready
+from mtl_training.data.bags.reader import BagError, open_bag, safe_messages, stamp_reader
+from mtl_training.data.bags.sync import (
+    check_stamps,
+    clockless,
+    nearest,
+    plan_frames,
+    ready,
+)
 from mtl_training.data.bags.topics import resolve_topics
 
 log = logging.getLogger(__name__)
@@ -48,7 +62,7 @@ class BagReport:
 
     bag: str
     topics: dict[str, str | None] = field(default_factory=dict)
-    colour_messages: int = 0
+    colour_messages: int = 0  # every message read on the colour topic (undecodable included)
     depth_messages: int = 0
     planned: int = 0
     unpaired: int = 0  # colour frames with no depth within the tolerance
@@ -56,6 +70,10 @@ class BagReport:
     existing: int = 0  # already in the dataset (incremental re-extraction)
     written: int = 0
     bad: dict[str, int] = field(default_factory=dict)  # undecodable messages per topic
+    zero_stamps: dict[str, int] = field(default_factory=dict)  # role -> messages stamped 0
+    duplicate_stamps: dict[str, int] = field(default_factory=dict)  # role -> repeats (dropped)
+    stamp_source: str = "header"  # "header", or "receive" when a topic's stamps are all 0
+    clockless: list[str] = field(default_factory=list)  # roles whose header stamps are all 0
     truncated: str | None = None
     registration: str = "nothing new decoded"
     extrinsic_source: str = "-"
@@ -71,6 +89,34 @@ class BagReport:
         """One message on `topic` could not be decoded (it is skipped, the read goes on)."""
         self.bad[topic] = self.bad.get(topic, 0) + 1
 
+    def problems(self) -> list[str]:
+        """One line per kind of bad input found (stamps, undecodable messages, truncation), for
+        the extract summary and the replay report: nothing the bag lost goes unsaid."""
+        lines = []
+        for role, n in self.zero_stamps.items():
+            note = "" if self.stamp_source == "receive" else " (dropped: cannot be paired by time)"
+            lines.append(f"{n} {role} messages with stamp 0{note}")
+        if self.stamp_source == "receive":
+            lines.append(f"every {' and '.join(self.clockless)} header stamp is 0: all topics "
+                         "paired by bag receive time instead")
+        for role, n in self.duplicate_stamps.items():
+            lines.append(f"{n} duplicate {role} stamps (kept the first)")
+        for topic, n in sorted(self.bad.items()):
+            lines.append(f"skipped {n} undecodable message(s) on {topic}")
+        if self.truncated:
+            lines.append(f"bag truncated: reading stopped early ({self.truncated})")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counts as JSON-ready data (replay's report.json, the dataset index)."""
+        return {"topics": self.topics, "registration": self.registration,
+                "colour_messages": self.colour_messages, "depth_messages": self.depth_messages,
+                "planned": self.planned, "unpaired": self.unpaired, "thinned": self.thinned,
+                "bad_messages": self.bad, "zero_stamps": self.zero_stamps,
+                "duplicate_stamps": self.duplicate_stamps, "stamp_source": self.stamp_source,
+                "clockless": self.clockless, "truncated": self.truncated,
+                "problems": self.problems()}
+
     def summary(self) -> str:
         """The lines `mtl-train bag extract` prints for this bag."""
         if self.up_to_date:
@@ -80,11 +126,12 @@ class BagReport:
                 f"in tolerance, {self.thinned} thinned by min_gap/stride); "
                 f"{self.written} written, {self.existing} already extracted; "
                 f"depth: {self.registration}")
-        for topic, n in sorted(self.bad.items()):
-            text += f"\n  skipped {n} undecodable message(s) on {topic}"
-        if self.truncated:
-            text += f"\n  bag truncated: reading stopped early ({self.truncated})"
+        for line in self.problems():
+            text += f"\n  {line}"
         return text
+
+
+ROLES = {"rgb": "colour", "depth": "depth", "label": "label"}  # topic key -> report wording
 
 
 def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
@@ -101,34 +148,58 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
     path = Path(path)
     with open_bag(path) as reader:
         report.truncated = reader.mtl_recovered
-        topics = resolve_topics(reader, cfg, path)
+        try:
+            topics = resolve_topics(reader, cfg, path, report.bad_message)
+        except BagError as exc:  # a cut-short file explains a missing topic: say so
+            if reader.mtl_recovered is None:
+                raise
+            raise BagError(f"{exc}; bag truncated ({reader.mtl_recovered})") from exc
         report.topics = dict(topics)
         cal = read_calibration(reader, topics, report.bad_message)
         stamp_of = stamp_reader(reader)
         by_topic = {name: [c for c in reader.connections if c.topic == name]
                     for name in (topics["rgb"], topics["depth"], topics["label"]) if name}
         conns = [c for cs in by_topic.values() for c in cs]
-        # pass 1: header stamps from raw bytes
-        stamps: dict[str, list[int]] = {t: [] for t in by_topic}
+        # pass 1: header stamps from raw bytes (and receive times, for clockless drivers)
+        header: dict[str, list[int]] = {t: [] for t in by_topic}
+        receive: dict[str, list[int]] = {t: [] for t in by_topic}
+        counts: dict[str, int] = dict.fromkeys(by_topic, 0)
         frame_ids: dict[str, str] = {}
-        for conn, _, raw in safe_messages(reader, conns, lambda e: None):
+        for conn, ts, raw in safe_messages(reader, conns, lambda e: None):  # pass 2 reports it
+            counts[conn.topic] += 1
             try:
-                stamps[conn.topic].append(stamp_of(raw))
-            except (ValueError, IndexError):
+                header[conn.topic].append(stamp_of(raw))
+            except (ValueError, IndexError):  # not a message with a header: undecodable
                 report.bad_message(conn.topic)
                 continue
+            receive[conn.topic].append(ts)
             if conn.topic not in frame_ids:
                 with contextlib.suppress(Exception):  # a bad message is counted in pass 2
                     frame_ids[conn.topic] = reader.deserialize(raw, conn.msgtype).header.frame_id
+        # A topic whose every header stamp is 0 has no clock: pair every topic by the bag's
+        # receive time instead (one clock for all). Otherwise stamp-0 messages are set aside.
+        report.clockless = [role for key, role in ROLES.items()
+                            if topics[key] in by_topic and clockless(header[topics[key]])]
+        by_receive = bool(report.clockless)
+        report.stamp_source = "receive" if by_receive else "header"
+        keys = receive if by_receive else header
+        checks = {t: check_stamps(keys[t], drop_zero=not by_receive) for t in by_topic}
+        for key, role in ROLES.items():
+            name = topics[key]
+            if name in by_topic and header[name].count(0):
+                report.zero_stamps[role] = header[name].count(0)
+            if name in by_topic and checks[name].duplicates:
+                report.duplicate_stamps[role] = checks[name].duplicates
         if not topics["depth"]:
             report.registration = "no depth topic (frames without depth)"
-        report.colour_messages = len(stamps.get(topics["rgb"], []))
-        report.depth_messages = len(stamps.get(topics["depth"], [])) if topics["depth"] else 0
+        report.colour_messages = counts.get(topics["rgb"], 0)
+        report.depth_messages = counts.get(topics["depth"], 0) if topics["depth"] else 0
         pairs, report.unpaired, report.thinned = plan_frames(
-            stamps[topics["rgb"]], stamps[topics["depth"]] if topics["depth"] else None,
+            checks[topics["rgb"]].stamps,
+            checks[topics["depth"]].stamps if topics["depth"] else None,
             cfg.sync_tolerance, cfg.min_gap, cfg.stride, keep_unpaired)
         report.planned = len(pairs)
-        labels = sorted(set(stamps.get(topics["label"], []))) if topics["label"] else []
+        labels = sorted(checks[topics["label"]].stamps) if topics["label"] else []
         tol = round(cfg.sync_tolerance * 1e9)
         todo = {c: d for c, d in pairs if c not in skip_stamps}
         report.existing = len(pairs) - len(todo)
@@ -156,14 +227,22 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
         depth_buf: dict[int, np.ndarray] = {}
         label_buf: dict[int, object] = {}
         register: bool | None = None
-        for conn, _, raw in safe_messages(reader, conns, report.stream_error):
+        seen: dict[str, set[int]] = {t: set() for t in by_topic}  # first message per stamp only
+        for conn, ts, raw in safe_messages(reader, conns, report.stream_error):
             try:
                 stamp = stamp_of(raw)
             except (ValueError, IndexError):
                 continue  # counted in pass 1
             topic = conn.topic
-            is_colour = topic == topics["rgb"] and stamp in todo and stamp not in colour_buf
-            is_depth = topic == topics["depth"] and stamp in depth_users and stamp not in depth_buf
+            if by_receive:
+                stamp = ts
+            elif stamp == 0:
+                continue  # counted in pass 1
+            if stamp in seen[topic]:
+                continue  # a duplicate stamp: counted in pass 1, the first one is used
+            seen[topic].add(stamp)
+            is_colour = topic == topics["rgb"] and stamp in todo
+            is_depth = topic == topics["depth"] and stamp in depth_users
             is_label = topic == topics["label"] and stamp in wanted_labels
             if not (is_colour or is_depth or is_label):
                 continue
@@ -186,9 +265,8 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                 if d is not None:
                     raw_depth = depth_buf[d]
                     if register is None:
-                        register, report.registration = registration_mode(
-                            raw_depth.shape, rgb.shape[:2], cam_d, cam_c, T,
-                            report.extrinsic_source, path)
+                        register, report.registration = _registration_mode(
+                            raw_depth.shape, rgb.shape[:2], cam_d, cam_c, T, report, path)
                     if register:
                         h, w = rgb.shape[:2]
                         dh, dw = raw_depth.shape
@@ -207,3 +285,16 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                     except Exception:  # counted; the frame keeps rgb + depth
                         report.bad_message(topics["label"])
                 yield SyncedFrame(c, rgb, depth, seg, K_c, colour_frame, d)
+
+
+def _registration_mode(depth_hw: tuple[int, int], colour_hw: tuple[int, int],
+                       cam_d: PinholeCamera | None, cam_c: PinholeCamera | None,
+                       T: np.ndarray | None, report: BagReport, path: Path) -> tuple[bool, str]:
+    """calibration.registration_mode, with the undecodable counts in its error: a camera_info
+    topic of garbage is then named as such, not just as "camera_info missing"."""
+    try:
+        return registration_mode(depth_hw, colour_hw, cam_d, cam_c, T, report.extrinsic_source,
+                                 path)
+    except BagError as exc:
+        bad = "".join(f"; {n} undecodable message(s) on {t}" for t, n in sorted(report.bad.items()))
+        raise BagError(f"{exc}{bad}") from exc

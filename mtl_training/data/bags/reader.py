@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,25 +136,40 @@ def _one_line(exc: BaseException) -> str:
 def header_stamp_ns(raw: bytes | memoryview) -> int:
     """Header stamp of a serialised ROS 1 message whose first field is std_msgs/Header.
 
-    ROS 1: uint32 seq, uint32 sec, uint32 nsec (little endian). CDR (below) puts its 4-byte
-    encapsulation header where ROS 1 has seq, so both keep the stamp at bytes 4..12.
+    ROS 1: uint32 seq, uint32 sec, uint32 nsec (little endian), then the frame_id string (uint32
+    length + bytes). CDR (below) puts its 4-byte encapsulation header where ROS 1 has seq, so both
+    keep the stamp at bytes 4..12. The header is checked, not just sliced: random bytes would
+    otherwise give a garbage stamp that pairs with nothing and hides an undecodable message among
+    the "colour frames without depth". Raises ValueError for a message that is not a header.
     """
-    if len(raw) < 12:
+    if len(raw) < 16:
         raise ValueError(f"message of {len(raw)} bytes is too short for a header")
-    sec, nsec = struct.unpack_from("<iI", raw, 4)
+    sec, nsec, length = struct.unpack_from("<iII", raw, 4)
+    if nsec >= 1_000_000_000 or 16 + length > len(raw):
+        raise ValueError("not a std_msgs/Header (nanoseconds or frame_id length out of range)")
     return sec * 1_000_000_000 + nsec
+
+
+# CDR encapsulation kinds (byte 1; byte 0 is 0): CDR, PL_CDR, CDR2, D_CDR2, PL_CDR2 in both orders
+_CDR_KINDS = range(0x00, 0x0C)
 
 
 def cdr_header_stamp_ns(raw: bytes | memoryview) -> int:
-    """As header_stamp_ns for CDR, honouring the encapsulation's byte order."""
-    if len(raw) < 12:
+    """As header_stamp_ns for CDR, honouring the encapsulation's byte order; the encapsulation
+    and the frame_id string (length including its NUL terminator) are checked too."""
+    if len(raw) < 16:
         raise ValueError(f"message of {len(raw)} bytes is too short for a header")
-    fmt = "<iI" if raw[1] & 1 else ">iI"
-    sec, nsec = struct.unpack_from(fmt, raw, 4)
+    if raw[0] != 0 or raw[1] not in _CDR_KINDS:
+        raise ValueError("not a CDR message (bad encapsulation header)")
+    order = "<" if raw[1] & 1 else ">"
+    sec, nsec, length = struct.unpack_from(order + "iII", raw, 4)
+    if nsec >= 1_000_000_000 or length < 1 or 16 + length > len(raw) or raw[15 + length] != 0:
+        raise ValueError("not a std_msgs/Header (nanoseconds or frame_id out of range)")
     return sec * 1_000_000_000 + nsec
 
 
-def stamp_reader(reader: AnyReader):
+def stamp_reader(reader: AnyReader) -> Callable[[bytes | memoryview], int]:
+    """The header-stamp reader for the bag's serialisation (CDR for ROS 2, ROS 1 otherwise)."""
     return cdr_header_stamp_ns if reader.is2 else header_stamp_ns
 
 

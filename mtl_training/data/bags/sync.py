@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 
 def nearest(sorted_stamps: list[int], t: int, tol: int) -> int | None:
@@ -82,3 +83,39 @@ def ready(todo: Mapping[int, int | None], colour: Mapping[int, object],
             continue
         out.append(c)
     return out
+
+
+@dataclass
+class StampCheck:
+    """The usable stamps of one topic, and what was set aside to get them."""
+
+    stamps: list[int]  # unique, in bag order (the first message of each stamp)
+    zero: int = 0  # messages stamped 0 that were set aside (`drop_zero`)
+    duplicates: int = 0  # messages repeating an earlier stamp of the same topic
+
+
+def check_stamps(stamps: list[int], drop_zero: bool = True) -> StampCheck:
+    """Set aside stamp-0 messages (when `drop_zero`) and repeats; keep the first of each stamp.
+
+    A header stamp of 0 means the driver had no clock: such a message cannot be placed in time,
+    and pairing it would match it with whatever else is stamped 0. A repeated stamp on one topic
+    (a re-sent or re-stamped message) would make two frames share one id; the first one in bag
+    order is kept so re-reading the bag always picks the same message. Both are counted so the
+    report can say what was left out.
+    """
+    seen: set[int] = set()
+    out = StampCheck([])
+    for s in stamps:
+        if drop_zero and s == 0:
+            out.zero += 1
+        elif s in seen:
+            out.duplicates += 1
+        else:
+            seen.add(s)
+            out.stamps.append(s)
+    return out
+
+
+def clockless(stamps: list[int]) -> bool:
+    """True when a topic has messages and every header stamp is 0 (a driver without a clock)."""
+    return bool(stamps) and not any(stamps)

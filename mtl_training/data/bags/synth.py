@@ -45,6 +45,10 @@ class SynthBagSpec:
     # /tf_static colour -> depth optical frame (depth camera's pose in the colour frame):
     # translation metres + quaternion (x, y, z, w); None = no tf (cameras co-located)
     tf_static: tuple[float, ...] | None = None
+    zero_stamps: tuple[int, ...] = ()  # frames stamped 0 on colour and depth (all: no clock)
+    repeat_stamps: tuple[int, ...] = ()  # frames whose header stamps repeat the previous frame's
+    # (topic, frame index) pairs whose message is random bytes of the same length (seeded)
+    random_bytes: tuple[tuple[str, int], ...] = ()
 
 
 def _typestore(spec: SynthBagSpec):
@@ -95,7 +99,11 @@ def depth_intrinsics(K: np.ndarray, scale: int) -> np.ndarray:
 
 
 def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> dict:
-    """Write a bag; returns the ground truth {stamps, depth (colour camera), seg, K}."""
+    """Write a bag; returns the ground truth {stamps, depth (colour camera), seg, K}.
+
+    `stamps` are the true colour times; the messages carry them unless `zero_stamps` or
+    `repeat_stamps` ask for a faulty driver (then `header_stamps` is what the bag says).
+    """
     path = Path(path)
     spec = spec or SynthBagSpec()
     ts = _typestore(spec)
@@ -106,12 +114,23 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
     dh, dw = spec.height // spec.depth_scale, spec.width // spec.depth_scale
     frames = [render_frame(spec.seed, i, world) for i in range(spec.frames)]
     stamps = [round((spec.start_s + i * spec.period_s) * 1e9) for i in range(spec.frames)]
+    header = list(stamps)  # what the messages say (ground truth `stamps` is the true time)
+    for i in spec.repeat_stamps:
+        header[i] = header[i - 1]
+    for i in spec.zero_stamps:
+        header[i] = 0
     order = list(range(spec.frames))
     if spec.shuffle_stamps:
         order = list(np.random.default_rng(spec.seed).permutation(spec.frames))
 
-    def ser(msg, typ):
-        return ts.serialize_ros1(msg, typ) if ros1 else ts.serialize_cdr(msg, typ)
+    garbage = set(spec.random_bytes)
+    noise = np.random.default_rng([spec.seed, 99])
+
+    def ser(msg, typ, topic=None, i=None):
+        raw = ts.serialize_ros1(msg, typ) if ros1 else ts.serialize_cdr(msg, typ)
+        if (topic, i) in garbage:
+            return noise.integers(0, 256, len(raw), dtype=np.uint8).tobytes()
+        return raw
 
     if ros1:
         writer = Writer1(path)
@@ -131,9 +150,11 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
             c_di = writer.add_connection(DEPTH_INFO_TOPIC, info_t, typestore=ts)
         if spec.tf_static is not None:
             _write_tf_static(writer, ts, ser, stamps[0], spec.tf_static, ros1)
+        receive = [0] * spec.frames
         for n, i in enumerate(order):
-            f, stamp = frames[i], stamps[i]
+            f, stamp = frames[i], header[i]
             t_rec = stamps[0] + n * int(spec.period_s * 1e9) + 5_000_000  # receive time
+            receive[i] = t_rec
             if spec.compressed:
                 _ok, buf = cv2.imencode(".jpg", cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR),
                                        [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -142,7 +163,7 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
                            format="jpeg", data=np.frombuffer(buf.tobytes(), np.uint8))
             else:
                 msg = make_image(ts, stamp, "camera_color_optical_frame", f.rgb, "rgb8", ros1)
-            writer.write(c_rgb, t_rec, ser(msg, cimg_t if spec.compressed else img_t))
+            writer.write(c_rgb, t_rec, ser(msg, cimg_t if spec.compressed else img_t, rgb_topic, i))
             depth = f.depth
             if spec.depth_scale > 1:
                 depth = depth[::spec.depth_scale, ::spec.depth_scale][:dh, :dw]
@@ -151,20 +172,22 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
                 arr[arr == 0] = np.nan
             else:
                 arr = np.round(depth * 1000).astype(np.uint16)
-            dstamp = stamp + int(spec.depth_offset_s * 1e9)
+            dstamp = stamp + int(spec.depth_offset_s * 1e9) if stamp else 0
             dmsg = make_image(ts, dstamp, "camera_depth_optical_frame", arr, spec.depth_encoding,
                               ros1)
-            writer.write(c_depth, t_rec + 1000, ser(dmsg, img_t))
+            writer.write(c_depth, t_rec + 1000, ser(dmsg, img_t, DEPTH_TOPIC, i))
             if c_lab is not None:
                 lmsg = make_image(ts, stamp, "camera_color_optical_frame", f.seg, "mono8", ros1)
-                writer.write(c_lab, t_rec + 2000, ser(lmsg, img_t))
+                writer.write(c_lab, t_rec + 2000, ser(lmsg, img_t, LABEL_TOPIC, i))
             if spec.camera_info:
                 writer.write(c_ri, t_rec + 3000, ser(make_camera_info(
                     ts, stamp, "camera_color_optical_frame", K, spec.height, spec.width, ros1),
-                    info_t))
+                    info_t, RGB_INFO_TOPIC, i))
                 writer.write(c_di, t_rec + 4000, ser(make_camera_info(
-                    ts, dstamp, "camera_depth_optical_frame", Kd, dh, dw, ros1), info_t))
-    return {"stamps": stamps, "depth": [f.depth for f in frames], "seg": [f.seg for f in frames],
+                    ts, dstamp, "camera_depth_optical_frame", Kd, dh, dw, ros1), info_t,
+                    DEPTH_INFO_TOPIC, i))
+    return {"stamps": stamps, "header_stamps": header, "receive_stamps": receive,
+            "depth": [f.depth for f in frames], "seg": [f.seg for f in frames],
             "rgb": [f.rgb for f in frames], "K": K, "K_depth": Kd}
 
 
