@@ -36,8 +36,11 @@ test: setup
 test-all: setup
 	$(PY) -m pytest test -m ''
 
+# scarce labels -> teacher -> pseudo-labels -> student vs baseline -> bag replay through the node;
+# `make demo DEMO_ARGS=--tiny` is the toy-sized run of test/ros/test_demo.py
+DEMO_ARGS ?=
 demo: setup
-	ROS_LOG_DIR=$(CURDIR)/demo_out/ros_log $(PY) scripts/demo.py --out demo_out
+	ROS_LOG_DIR=$(CURDIR)/demo_out/ros_log $(PY) scripts/demo.py --out demo_out $(DEMO_ARGS)
 
 bench: setup
 	ROS_LOG_DIR=$(CURDIR)/bench/results/ros_log $(PY) -m bench
