@@ -51,7 +51,6 @@ from tqdm import tqdm
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.device import resolve_device
 from mtl_perception.core.fileio import write_text_atomic
-from mtl_perception.core.models.backbones import EncoderWeightsError, load_encoder_weights
 from mtl_perception.core.models.registry import build_model
 from mtl_perception.core.models.transfer import TaskTransfer
 from mtl_training.amp import autocast_dtype
@@ -70,6 +69,7 @@ from mtl_training.data import build_datasets
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
+from mtl_training.pretrained import load_pretrained_encoder
 from mtl_training.report import montage, save_rgb_png
 from mtl_training.weighting import build_weighting
 
@@ -93,36 +93,6 @@ def score(metrics: dict[str, dict[str, Any]]) -> float:
     if "depth" in metrics:
         return -float(metrics["depth"]["abs_err"])
     return -math.inf
-
-
-def load_pretrained_encoder(model: nn.Module, path: str) -> dict[str, list[str]]:
-    """Initialise the model's encoder from a local ImageNet state_dict and log what matched.
-
-    Training-time only: the artifact carries the trained weights, so neither export nor the node
-    ever needs this file. A model may define `load_encoder_weights(path)` (e.g. a teacher with two
-    encoders); otherwise its `encoder` attribute is loaded.
-    """
-    try:
-        if hasattr(model, "load_encoder_weights"):
-            report = model.load_encoder_weights(path)
-        elif isinstance(getattr(model, "encoder", None), nn.Module):
-            report = load_encoder_weights(model.encoder, path)
-        else:
-            raise ConfigError(f"model.encoder_weights is set but {type(model).__name__} has no "
-                              "encoder to load it into")
-    except EncoderWeightsError as exc:  # missing or unreadable file: name the config key
-        raise ConfigError(f"model.encoder_weights: {first_sentence(exc)}") from exc
-    log.info("encoder weights %s: %d missing keys%s, %d unexpected keys%s", path,
-             len(report["missing"]), _preview(report["missing"]), len(report["unexpected"]),
-             _preview(report["unexpected"]))
-    return report
-
-
-def _preview(keys: list[str], n: int = 6) -> str:
-    if not keys:
-        return ""
-    more = f", ... (+{len(keys) - n})" if len(keys) > n else ""
-    return " (" + ", ".join(keys[:n]) + more + ")"
 
 
 class Trainer:

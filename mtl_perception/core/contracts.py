@@ -33,6 +33,20 @@ class RawFrame:
 
 
 @dataclass
+class RecordedFrame:
+    """One recorded colour frame with its ground truth, as a bag reader yields it for extraction
+    (training) and for replay through the node."""
+
+    stamp_ns: int
+    rgb: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray | None  # float32 [H, W] metres in the colour camera, 0 = invalid
+    seg: np.ndarray | None  # class ids [H, W], 255 = ignore
+    K: np.ndarray | None  # colour intrinsics [3, 3]
+    frame_id: str
+    depth_stamp_ns: int | None = None
+
+
+@dataclass
 class DatasetInfo:
     """What travels from the dataset into checkpoints and the exported artifact."""
 

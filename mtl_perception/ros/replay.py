@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,6 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from mtl_perception.core.artifact import ArtifactMeta
 from mtl_perception.core.codecs import fill_image
+from mtl_perception.core.contracts import RecordedFrame
 from mtl_perception.core.metrics import DepthMetrics, SegMetrics
 from mtl_perception.ros.client import PerceptionClient, Received, decode_outputs
 from mtl_perception.ros.process import start_node, stop_node
@@ -29,17 +30,6 @@ from mtl_perception.ros.result_bag import ResultBag
 
 REPLAY_OUTPUTS = ("semantic", "depth")
 WARMUP_STAMP_NS = 1  # a stamp no recording uses: the warm-up frame is never scored
-
-
-class Frame(Protocol):
-    """One recorded colour frame with its ground truth (e.g. a bag reader's SyncedFrame)."""
-
-    stamp_ns: int
-    rgb: np.ndarray  # uint8 [H, W, 3]
-    depth: np.ndarray | None  # float32 [H, W] metres in the colour camera, 0 = invalid
-    seg: np.ndarray | None  # class ids [H, W], 255 = ignore
-    K: np.ndarray | None  # colour intrinsics [3, 3]
-    frame_id: str
 
 
 @dataclass
@@ -156,7 +146,7 @@ class _Scorer:
                 self.result.write(f"{self.opts.node_name}/{name}", rec.outputs[name])
 
 
-def replay(frames: Iterable[Frame], model: str | Path, meta: ArtifactMeta,
+def replay(frames: Iterable[RecordedFrame], model: str | Path, meta: ArtifactMeta,
            options: ReplayOptions | None = None) -> ReplayResult:
     """Publish `frames` into a live perception node running `model` and score its answers.
 
@@ -242,7 +232,7 @@ def replay(frames: Iterable[Frame], model: str | Path, meta: ArtifactMeta,
         node_exit_code=node_rc)
 
 
-def _warm_up(client: PerceptionClient, frame: Frame, timeout: float) -> None:
+def _warm_up(client: PerceptionClient, frame: RecordedFrame, timeout: float) -> None:
     """Send the first frame (and its camera_info) under a private stamp until the node answers.
 
     Subscription matching finishes on the node's side after ours, and first inference and first
@@ -263,6 +253,6 @@ def _warm_up(client: PerceptionClient, frame: Frame, timeout: float) -> None:
                        f"{max(timeout, 1.0) * 3:.0f} s")
 
 
-def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
+def _chain(first: RecordedFrame, rest: Iterator[RecordedFrame]) -> Iterator[RecordedFrame]:
     yield first
     yield from rest

@@ -1,13 +1,10 @@
 import pytest
 import torch
 
-from mtl_perception.core.models.backbones import (
-    EncoderWeightsError,
-    build_encoder,
-    load_encoder_weights,
-)
+from mtl_perception.core.models.backbones import build_encoder
 from mtl_perception.core.models.registry import ModelSpec, build_model
 from mtl_training.config import ConfigError, ModelConfig
+from mtl_training.pretrained import EncoderWeightsError, load_encoder_weights
 
 
 @pytest.mark.parametrize("size", [(64, 96), (50, 70)])

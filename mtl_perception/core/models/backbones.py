@@ -2,17 +2,15 @@
 
 There is no torchvision here, and robots should not need it: these modules are written from the
 ResNet paper, but every parameter keeps torchvision's name (conv1, bn1, layer1.0.conv1, ...), so an
-ImageNet state_dict saved by torchvision or timm loads with `load_encoder_weights` from a local
+ImageNet state_dict saved by torchvision or timm loads with
+`mtl_training.pretrained.load_encoder_weights` from a local
 file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 
@@ -126,45 +124,3 @@ def build_encoder(name: str, in_channels: int = 3) -> ResNet:
 
 def available_encoders() -> list[str]:
     return sorted(_ENCODERS)
-
-
-class EncoderWeightsError(ValueError):
-    """A pretrained encoder file is missing, unreadable or does not fit the encoder."""
-
-
-def load_encoder_weights(encoder: ResNet, path: str | Path) -> dict[str, list[str]]:
-    """Load an ImageNet state_dict (torchvision or timm names) from a local file.
-
-    Accepts .safetensors or a tensors-only torch file (loaded with weights_only=True, never
-    unpickling code). Classifier keys (fc.*) are expected extras. Returns the missing and unexpected
-    keys so callers can report them; raises when nothing matches, which means the wrong file.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise EncoderWeightsError(f"encoder weights file not found: {p}")
-    try:
-        if p.suffix == ".safetensors":
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EncoderWeightsError(f"{p}: cannot read encoder weights ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise EncoderWeightsError(f"{p}: expected a state_dict mapping, got {type(state).__name__}")
-    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
-    own = encoder.state_dict()
-    usable = {}
-    for k, v in state.items():
-        if k in own and own[k].shape == v.shape:
-            usable[k] = v
-        elif k in own and k == "conv1.weight" and v.ndim == 4 and own[k].shape[1] != v.shape[1]:
-            # another modality: average the RGB filters over the input channels
-            usable[k] = v.mean(dim=1, keepdim=True).expand_as(own[k]).clone()
-    if not usable:
-        raise EncoderWeightsError(f"{p}: no parameter matches a {type(encoder).__name__} encoder")
-    encoder.load_state_dict(usable, strict=False)
-    missing = sorted(set(own) - set(usable))
-    unexpected = sorted(k for k in state if k not in usable)
-    return {"missing": missing, "unexpected": unexpected}

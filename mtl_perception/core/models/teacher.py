@@ -12,14 +12,12 @@ The teacher is used only in training and pseudo-labelling; the robot runs the RG
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl_perception.core.contracts import IGNORE_INDEX
-from mtl_perception.core.models.backbones import ResNet, build_encoder, load_encoder_weights
+from mtl_perception.core.models.backbones import ResNet, build_encoder
 from mtl_perception.core.models.decoder import UNetDecoder
 from mtl_perception.core.models.student import depth_activation
 
@@ -111,11 +109,3 @@ class MultiModalTeacher(nn.Module):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.layer4.parameters())
-
-    def load_encoder_weights(self, path: str | Path) -> dict[str, list[str]]:
-        """ImageNet weights into both branches (the auxiliary conv1 averages the RGB filters)."""
-        rgb = load_encoder_weights(self.encoder, path)
-        aux = load_encoder_weights(self.aux_encoder, path)
-        return {"missing": rgb["missing"] + [f"aux_encoder.{k}" for k in aux["missing"]],
-                "unexpected": rgb["unexpected"]}
-

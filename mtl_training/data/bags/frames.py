@@ -26,6 +26,7 @@ import numpy as np
 
 from mtl_perception.core.camera import PinholeCamera
 from mtl_perception.core.codecs import depth_image_to_metres
+from mtl_perception.core.contracts import RecordedFrame
 from mtl_perception.core.geometry.registration import register_depth
 from mtl_training.config import BagConfig
 from mtl_training.data.bags.calibration import extrinsic, read_calibration, registration_mode
@@ -41,19 +42,6 @@ from mtl_training.data.bags.sync import (
 from mtl_training.data.bags.topics import resolve_topics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SyncedFrame:
-    """One colour frame with its registered depth (and labels when the bag has them)."""
-
-    stamp_ns: int
-    rgb: np.ndarray  # uint8 [H, W, 3]
-    depth: np.ndarray | None  # float32 [H, W] metres in the colour camera, 0 = invalid
-    seg: np.ndarray | None  # class ids [H, W], 255 = ignore
-    K: np.ndarray | None  # colour intrinsics [3, 3]
-    frame_id: str
-    depth_stamp_ns: int | None = None
 
 
 @dataclass
@@ -136,7 +124,7 @@ ROLES = {"rgb": "colour", "depth": "depth", "label": "label"}  # topic key -> re
 
 def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                        skip_stamps: Set[int] = frozenset(),
-                       keep_unpaired: bool = False) -> Iterator[SyncedFrame]:
+                       keep_unpaired: bool = False) -> Iterator[RecordedFrame]:
     """Yield the bag's paired, registered frames in the bag's recorded order.
 
     Frames whose colour stamp is in `skip_stamps` are planned but not decoded (already cached).
@@ -284,7 +272,7 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                         seg = decode_label(label_buf[lab], rgb.shape[:2])
                     except Exception:  # counted; the frame keeps rgb + depth
                         report.bad_message(topics["label"])
-                yield SyncedFrame(c, rgb, depth, seg, K_c, colour_frame, d)
+                yield RecordedFrame(c, rgb, depth, seg, K_c, colour_frame, d)
 
 
 def _registration_mode(depth_hw: tuple[int, int], colour_hw: tuple[int, int],
