@@ -27,7 +27,7 @@ $(VENV)/.setup-done: setup.py package.xml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel $(QUIET_PIP)
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(QUIET_PIP)
-	$(PY) -m pip install -q -e '.[ros,test]' $(QUIET_PIP)
+	$(PY) -m pip install -q -e '.[ros,onnx,train,test]' $(QUIET_PIP)
 	touch $@
 
 test: setup

@@ -40,6 +40,10 @@ setup(
             "ros-std-msgs",
             "ros-diagnostic-msgs",
         ],
+        # deployment through ONNX Runtime (`backend: onnxruntime`, `mtl-train export --onnx`)
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
+        # workstation training: TensorBoard logs, the NYUv2 .mat (HDF5) and splits.mat readers
+        "train": ["tensorboard>=2.14", "h5py>=3.8", "scipy>=1.10"],
         "test": ["pytest>=7", "ruff>=0.5", "import-linter>=2.0"],
     },
     zip_safe=True,
