@@ -67,3 +67,72 @@ def depth_keep(pred: np.ndarray, pred_flip: np.ndarray, max_depth: float,
     """Validity rule for pseudo-depth: inside the range and flip-consistent within rel_tol."""
     inside = (pred > 1e-3) & (pred < 0.99 * max_depth)  # a saturated sigmoid is no measurement
     return inside & (np.abs(pred - pred_flip) <= rel_tol * pred)
+
+
+# Calibrated pseudo-depth filter. Flip agreement alone is passed by a near-constant prediction
+# (a constant agrees with its mirror everywhere). The calibrated rule keeps flip agreement as the
+# ranking signal but lets the teacher's own held-out frames, which carry sensor depth, decide how
+# much of that ranking to trust: a pixel is kept only where its disagreement is at most the
+# largest s* at which the held-out pixels with disagreement <= s* have mean relative error <=
+# the target. A constant teacher has one disagreement value (0) and a large error there, so it
+# keeps nothing; a good teacher keeps the share of pixels its measured error allows.
+DISAGREEMENT_BINS = 4096
+DISAGREEMENT_MAX = 1.0  # relative disagreement above this all lands in the last bin
+
+
+def flip_disagreement(pred: np.ndarray, pred_flip: np.ndarray) -> np.ndarray:
+    """|d - d_flip| / d per pixel (inf where d <= 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(pred - pred_flip) / pred
+    return np.where(pred > 0, rel, np.inf).astype(np.float32)
+
+
+class DepthCalibration:
+    """Streaming histogram of (flip disagreement, relative error) over held-out labelled pixels."""
+
+    def __init__(self, bins: int = DISAGREEMENT_BINS) -> None:
+        self.bins = bins
+        self.count = np.zeros(bins, np.int64)
+        self.err_sum = np.zeros(bins, np.float64)
+
+    def _bin(self, signal: np.ndarray) -> np.ndarray:
+        scaled = np.nan_to_num(signal, nan=np.inf, posinf=np.inf) / DISAGREEMENT_MAX * self.bins
+        return np.clip(scaled, 0, self.bins - 1).astype(np.int64)
+
+    def add(self, signal: np.ndarray, pred: np.ndarray, target: np.ndarray,
+            valid: np.ndarray) -> None:
+        """Accumulate pixels where `valid` (sensor depth present, prediction in range)."""
+        v = valid & (target > 0)
+        b = self._bin(signal[v])
+        rel_err = np.abs(pred[v] - target[v]) / target[v]
+        self.count += np.bincount(b, minlength=self.bins)
+        self.err_sum += np.bincount(b, weights=rel_err, minlength=self.bins)
+
+    def threshold(self, target_rel_err: float) -> float:
+        """Largest disagreement s* whose cumulative kept mean error is <= target; -1 = keep
+        nothing (no prefix of the ranking is accurate enough, or nothing was measured)."""
+        n = np.cumsum(self.count)
+        e = np.cumsum(self.err_sum)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(n > 0, e / np.maximum(n, 1), np.inf)
+        ok = np.flatnonzero((n > 0) & (mean <= target_rel_err))
+        if ok.size == 0:
+            return -1.0
+        return float((ok[-1] + 1) / self.bins * DISAGREEMENT_MAX)
+
+    def kept_stats(self, threshold: float) -> dict[str, float]:
+        """Coverage and mean relative error of held-out pixels the threshold keeps."""
+        total = int(self.count.sum())
+        if threshold < 0 or total == 0:
+            return {"coverage": 0.0, "rel_err": float("nan"), "pixels": total}
+        last = min(self.bins, round(threshold / DISAGREEMENT_MAX * self.bins))
+        n = int(self.count[:last].sum())
+        err = float(self.err_sum[:last].sum() / n) if n else float("nan")
+        return {"coverage": n / total, "rel_err": err, "pixels": total}
+
+
+def calibrated_depth_keep(pred: np.ndarray, pred_flip: np.ndarray, max_depth: float,
+                          threshold: float) -> np.ndarray:
+    """Keep in-range pixels whose flip disagreement is within the calibrated threshold."""
+    inside = (pred > 1e-3) & (pred < 0.99 * max_depth)
+    return inside & (flip_disagreement(pred, pred_flip) <= threshold)
