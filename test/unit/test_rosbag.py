@@ -1,7 +1,9 @@
 """Bags -> training data: index, sync, registration, cache and bad data, on real bag files.
 
 Every bag here is written with the `rosbags` writer from the procedural world (exact ground truth);
-the RealSense tests read the real recording in ../shared/data and skip when it is absent.
+the RealSense tests read the real recording from $MTL_SAMPLE_DATA/realsense or
+../shared/data/realsense (the `realsense_data` fixture in conftest.py) and skip saying where they
+looked when it is in neither.
 """
 
 from __future__ import annotations
@@ -40,11 +42,8 @@ from mtl_training.data.bags.synth import (
 )
 from mtl_training.data.sources.folder import FolderSource, read_index
 
-REALSENSE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "realsense"
 RS_BAGS = {"ros1": "single_depth_color_640x480.bag", "sqlite3": "ros2_sqlite3",
            "mcap": "ros2_mcap/ros2_mcap.mcap"}
-needs_realsense = pytest.mark.skipif(not REALSENSE.is_dir(),
-                                     reason=f"RealSense sample data not found at {REALSENSE}")
 
 
 def bag_path(tmp_path: Path, spec: SynthBagSpec, name: str = "run") -> Path:
@@ -363,10 +362,9 @@ def test_missing_camera_info(tmp_path, capsys):
 
 
 # -- the real RealSense recording ------------------------------------------------------------
-@needs_realsense
 @pytest.mark.parametrize("kind", list(RS_BAGS))
-def test_realsense_index_and_extract(tmp_path, capsys, kind):
-    bag = REALSENSE / RS_BAGS[kind]
+def test_realsense_index_and_extract(tmp_path, capsys, kind, realsense_data):
+    bag = realsense_data / RS_BAGS[kind]
     idx = index_bag(bag)
     assert idx.suggested == {"rgb": "/device_0/sensor_1/Color_0/image/data",
                              "depth": "/device_0/sensor_0/Depth_0/image/data",
@@ -400,9 +398,8 @@ def _edge_agreement(depth: np.ndarray, rgb: np.ndarray) -> float:
     return float(np.mean((a - a.mean()) / a.std() * (b - b.mean()) / b.std()))
 
 
-@needs_realsense
-def test_realsense_extrinsic_direction_aligns_depth_with_colour():
-    bag = REALSENSE / RS_BAGS["ros1"]
+def test_realsense_extrinsic_direction_aligns_depth_with_colour(realsense_data):
+    bag = realsense_data / RS_BAGS["ros1"]
     report = BagReport(str(bag))
     (f,) = read_synced_frames(bag, BagConfig(), report)
     assert report.extrinsic_source.startswith("RealSense tf topics")
@@ -421,3 +418,72 @@ def _quaternion(T: np.ndarray) -> list[float]:
     w = np.sqrt(max(0.0, 1 + R[0, 0] + R[1, 1] + R[2, 2])) / 2
     return [(R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
             (R[1, 0] - R[0, 1]) / (4 * w), w]
+
+
+# -- extraction speed paths (issue 13): worker threads, PNG level, vectorised registration -------
+def _brute_force_registration(depth, cam_d, cam_c, T):
+    """register_depth's rule written pixel by pixel: lift, move, project, splat k x k, nearest."""
+    H, W = cam_c.size
+    out = np.full((H, W), np.inf)
+    k = int(min(4, max(1, np.ceil(max(cam_c.fx / cam_d.fx, cam_c.fy / cam_d.fy) - 1e-6))))
+    for v in range(depth.shape[0]):
+        for u in range(depth.shape[1]):
+            z = float(depth[v, u])
+            if z <= 0:
+                continue
+            p = T[:3, :3] @ np.array([(u - cam_d.cx) / cam_d.fx * z,
+                                      (v - cam_d.cy) / cam_d.fy * z, z]) + T[:3, 3]
+            if p[2] <= 1e-6:
+                continue
+            uc, vc = cam_c.fx * p[0] / p[2] + cam_c.cx, cam_c.fy * p[1] / p[2] + cam_c.cy
+            u0, v0 = int(np.floor(uc - (k - 1) / 2 + 0.5)), int(np.floor(vc - (k - 1) / 2 + 0.5))
+            for dv in range(k):
+                for du in range(k):
+                    if 0 <= v0 + dv < H and 0 <= u0 + du < W:
+                        out[v0 + dv, u0 + du] = min(out[v0 + dv, u0 + du], p[2])
+    out[np.isinf(out)] = 0
+    return out.astype(np.float32)
+
+
+def test_vectorised_registration_matches_the_pixel_by_pixel_rule():
+    rng = np.random.default_rng(4)
+    depth = (0.5 + 3 * rng.random((18, 24))).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.2] = 0
+    cam_d = PinholeCamera.from_matrix([20.0, 0, 11.5, 0, 21.0, 8.5, 0, 0, 1], 24, 18)
+    cam_c = PinholeCamera.from_matrix([41.0, 0, 23.5, 0, 40.0, 17.5, 0, 0, 1], 48, 36)
+    T = make_transform([0.04, -0.01, 0.02], [0.02, -0.03, 0.01, 0.999])
+    fast = register_depth(depth, cam_d, cam_c, T)
+    slow = _brute_force_registration(depth, cam_d, cam_c, T)
+    assert (fast > 0).mean() > 0.5
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=0)
+
+
+def _folder_arrays(root: Path) -> dict[str, tuple]:
+    src = FolderSource(root)
+    return {f.meta["frame_id"] if "frame_id" in f.meta else str(i): (f.rgb, f.depth)
+            for i, f in ((i, src.frame(i)) for i in range(len(src)))}
+
+
+def test_parallel_extraction_writes_what_one_thread_writes(tmp_path, capsys):
+    bag, _ = write(tmp_path, depth_scale=2, height=48, width=64, frames=9)
+    outs = {}
+    for workers, level in ((1, "6"), (3, "0")):
+        out = tmp_path / f"ds_{workers}"
+        rc, text, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(out),
+                                "--workers", str(workers), "--png-compression", level)
+        assert rc == 0, err
+        assert f"frames/s, {workers} workers" in text
+        outs[workers] = out
+    one, three = (read_index(outs[w]) for w in (1, 3))
+    assert [e["id"] for e in one["frames"]] == [e["id"] for e in three["frames"]]  # bag order
+    assert [e["depth_max"] for e in one["frames"]] == [e["depth_max"] for e in three["frames"]]
+    a, b = _folder_arrays(outs[1]), _folder_arrays(outs[3])
+    assert a.keys() == b.keys() and len(a) == 9
+    for k in a:  # level 0 and level 6 are both lossless: the same pixels and depths
+        np.testing.assert_array_equal(a[k][0], b[k][0])
+        np.testing.assert_array_equal(a[k][1], b[k][1])
+    size = {w: sum(p.stat().st_size for p in (outs[w] / "rgb").iterdir()) for w in (1, 3)}
+    assert size[3] > size[1]  # stored (level 0) PNGs are larger: the price of speed
+    rc, _, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(tmp_path / "x"),
+                         "--workers", "0")
+    assert rc == 2 and "--workers must be >= 1" in err
