@@ -1,4 +1,4 @@
-"""Node latency vs the bare Predictor, at 640x480 input with the default student on CPU.
+"""Node latency vs the bare Predictor, per backend, at 640x480 input with the default student.
 
 The default student is the demo config's architecture (config/train/synthetic_demo.yaml, model
 section: ResNet-18 encoder, 7 classes, 96x128 network input) exported with RANDOM weights: the
@@ -16,6 +16,10 @@ Measured, all on one clock (time.perf_counter in this process):
   publish) averaged over the measured frames.
 Bare and node frames alternate one by one, so background load on a shared machine hits both
 alike; both processes run with the same allocator setting (inference.retain_freed_memory).
+Each backend (BENCH_BACKENDS, default "torch,onnxruntime"; onnxruntime when installed) gets its
+own node and its own bare Predictor: torch with the .safetensors artifact, onnxruntime with its
+.onnx export (`mtl_training.export.export_onnx`). The issue-12 target is end-to-end <= 1.05x the
+bare forward pass of the same backend.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 STREAM_SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "6"))
 
 
-def default_student(path: Path) -> Path:
-    """The demo architecture with random weights, exported through the real artifact writer."""
+def default_student(path: Path, size: tuple[int, int] | None = None) -> Path:
+    """The demo architecture with random weights, exported through the real artifact writer.
+
+    `size` (height, width) overrides the demo's network input size (bench_backends)."""
     import torch
 
     from mtl_perception.core.artifact import ArtifactMeta, write_artifact
@@ -54,8 +60,9 @@ def default_student(path: Path) -> Path:
     spec = cfg.model.spec()
     model = build_model(spec).eval()
     n = cfg.model.num_classes
+    h, w = size or (cfg.data.height, cfg.data.width)
     meta = ArtifactMeta(spec, list(CLASSES)[:n], [list(c) for c in PALETTE][:n],
-                        PreprocessSpec(cfg.data.height, cfg.data.width), cfg.data.max_depth,
+                        PreprocessSpec(h, w), cfg.data.max_depth,
                         training={"dataset": "random weights (benchmark only)"})
     return write_artifact(model, meta, path)
 
@@ -76,38 +83,26 @@ def _ms(values: list[float]) -> dict[str, float]:
             "n": int(a.size)}
 
 
-def run(results_dir: Path) -> dict[str, Any]:
-    # The repo's loopback profile (32 MB shared-memory segments carry a whole frame in one piece).
-    # Set before the first DDS participant of this process and inherited by the node process.
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    import torch
-
+def _measure(backend: str, model: Path, work: Path, imgs: list[np.ndarray],
+             ns: str) -> dict[str, Any]:
+    """One backend: bare Predictor frames alternating with node frames, then a 30 Hz stream."""
     from mtl_perception.ros.client import NodeDiagnostics, PerceptionClient
     from mtl_perception.ros.process import start_node, stop_node
-    from mtl_perception.runtime.memory import retain_freed_memory
     from mtl_perception.runtime.predictor import Predictor
 
-    torch.set_num_threads(THREADS)
-    retain_freed_memory()  # as perception_node's main does: same allocator on both sides
-    work = Path(tempfile.mkdtemp(prefix="bench_node_latency_"))  # artifact + node log
-    artifact = default_student(work / "default_student.safetensors")
-    imgs = frames()
-    predictor = Predictor(artifact, device="cpu", num_threads=THREADS)
+    predictor = Predictor(model, device="cpu", num_threads=THREADS, backend=backend)
     predictor.warmup(5)
-
-    log = work / "node.log"
-    ns = "/bench"
-    proc = start_node(artifact, params={"device": "cpu", "num_threads": THREADS,
-                                        "warmup_runs": 5},
+    log = work / f"node_{backend}.log"
+    proc = start_node(model, params={"device": "cpu", "num_threads": THREADS,
+                                     "warmup_runs": 5, "backend": backend},
                       params_file=REPO / "config" / "perception.yaml",
-                      remaps={"__ns": ns, "image": "/bench/camera/image_raw",
-                              "camera_info": "/bench/camera/camera_info"}, log_path=log)
+                      remaps={"__ns": ns, "image": f"{ns}/camera/image_raw",
+                              "camera_info": f"{ns}/camera/camera_info"}, log_path=log)
     bare_total, bare_forward, e2e, pairs, lost = [], [], [], [], 0
     stream: dict[str, float] = {}
     try:
         with PerceptionClient(node_name=f"{ns}/mtl_perception",
-                              image_topic="/bench/camera/image_raw",
+                              image_topic=f"{ns}/camera/image_raw",
                               outputs=("semantic", "depth"), queue_depth=1) as client:
             diag = NodeDiagnostics(client, f"{ns}/mtl_perception")
             client.wait_until_connected(timeout=120)
@@ -140,6 +135,7 @@ def run(results_dir: Path) -> dict[str, Any]:
                 weights = [float(d["output_rate_hz"]) for d in windows if f"{key}_ms" in d]
                 stages[key] = float(np.average(vals, weights=weights)) if vals else float("nan")
             node_internal = [float(d["latency_mean_ms"]) for d in windows]
+            providers = windows[-1].get("providers", "") if windows else ""
 
             # Throughput: a 30 Hz camera for STREAM_SECONDS; count answered frames.
             period = 1.0 / 30.0
@@ -161,61 +157,121 @@ def run(results_dir: Path) -> dict[str, Any]:
     finally:
         code = stop_node(proc)
     if not e2e:
-        raise RuntimeError(f"node answered no frame (exit {code}); see {log}")
-    shutil.rmtree(work, ignore_errors=True)
+        raise RuntimeError(f"{backend}: node answered no frame (exit {code}); see {log}")
 
     # Each node frame against the mean of the bare frames measured just before and just after it:
     # background load drifts, and neighbours in time see the same load.
     neighbour = [t / (0.5 * (bare_total[i] + bare_total[i + 1]))
                  for i, t in pairs if i + 1 < len(bare_total)]
-    bare = _ms(bare_total)
-    fwd = _ms(bare_forward)
-    node = _ms(e2e)
-    ratio = node["p50"] / bare["p50"]
-    ratio_fwd = node["p50"] / fwd["p50"]
+    neighbour_fwd = [t / (0.5 * (bare_forward[i] + bare_forward[i + 1]))
+                     for i, t in pairs if i + 1 < len(bare_forward)]
+    bare, fwd, node = _ms(bare_total), _ms(bare_forward), _ms(e2e)
     h, w = predictor.input_size
-    table = [
-        {"measure": "bare Predictor.predict (640x480 -> outputs at 640x480)", "p50": bare["p50"],
-         "p90": bare["p90"], "n": bare["n"]},
-        {"measure": f"  of which model forward ({w}x{h})", "p50": fwd["p50"],
-         "p90": fwd["p90"], "n": fwd["n"]},
-        {"measure": "node end-to-end (publish -> ~/semantic + ~/depth received)",
+    return {
+        "backend": backend, "providers": providers or predictor.backend.settings()["providers"],
+        "network_input": f"{w}x{h}",
+        "bare_predict_ms": bare, "bare_forward_ms": fwd, "end_to_end_ms": node,
+        "node_internal_ms": float(np.median(node_internal)) if node_internal else float("nan"),
+        "node_windows": len(node_internal),
+        "ratio_end_to_end_over_bare_predict": node["p50"] / bare["p50"],
+        "ratio_end_to_end_over_forward": node["p50"] / fwd["p50"],
+        "ratio_per_frame_neighbours_p50": float(np.median(neighbour)),
+        "ratio_per_frame_neighbours_p90": float(np.percentile(neighbour, 90)),
+        "ratio_per_frame_over_forward_p50": float(np.median(neighbour_fwd)),
+        "neighbour_pairs": len(neighbour),
+        "raw_ms": {"bare_predict": [1000 * t for t in bare_total],
+                   "bare_forward": [1000 * t for t in bare_forward],
+                   "end_to_end": [1000 * t for t in e2e]},
+        "stages_ms": stages, "throughput": stream, "frames_lost": lost,
+    }
+
+
+def _rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    b = r["backend"]
+    bare, fwd, node = r["bare_predict_ms"], r["bare_forward_ms"], r["end_to_end_ms"]
+    stream = r["throughput"]
+    return [
+        {"backend": b, "measure": "bare Predictor.predict (640x480 -> outputs at 640x480)",
+         "p50": bare["p50"], "p90": bare["p90"], "n": bare["n"]},
+        {"backend": b, "measure": f"  of which model forward ({r['network_input']})",
+         "p50": fwd["p50"], "p90": fwd["p90"], "n": fwd["n"]},
+        {"backend": b, "measure": "node end-to-end (publish -> ~/semantic + ~/depth received)",
          "p50": node["p50"], "p90": node["p90"], "n": node["n"]},
-        {"measure": "node internal (DDS reception -> last publish), 1 s diagnostics windows",
-         "p50": float(np.median(node_internal)) if node_internal else float("nan"),
-         "p90": "", "n": len(node_internal)},
-        *({"measure": f"  node stage {k} (mean)", "p50": v, "p90": "", "n": ""}
-          for k, v in stages.items()),
-        {"measure": "ratio end-to-end / bare predict (target <= 1.10)", "p50": ratio,
-         "p90": "", "n": ""},
-        {"measure": "ratio per node frame / mean of the bare frames around it",
-         "p50": float(np.median(neighbour)), "p90": float(np.percentile(neighbour, 90)),
-         "n": len(neighbour)},
-        {"measure": "ratio end-to-end / model forward only", "p50": ratio_fwd, "p90": "",
-         "n": ""},
-        {"measure": "throughput under a 30 Hz stream (frames/s answered)",
+        {"backend": b,
+         "measure": "node internal (DDS reception -> last publish), 1 s diagnostics windows",
+         "p50": r["node_internal_ms"], "p90": "", "n": r["node_windows"]},
+        *({"backend": b, "measure": f"  node stage {k} (mean)", "p50": v, "p90": "", "n": ""}
+          for k, v in r["stages_ms"].items()),
+        {"backend": b, "measure": "ratio end-to-end / bare predict (target <= 1.10)",
+         "p50": r["ratio_end_to_end_over_bare_predict"], "p90": "", "n": ""},
+        {"backend": b, "measure": "ratio per node frame / mean of the bare frames around it",
+         "p50": r["ratio_per_frame_neighbours_p50"], "p90": r["ratio_per_frame_neighbours_p90"],
+         "n": r["neighbour_pairs"]},
+        {"backend": b, "measure": "ratio end-to-end / model forward only (target <= 1.05)",
+         "p50": r["ratio_end_to_end_over_forward"], "p90": "", "n": ""},
+        {"backend": b, "measure": "ratio per node frame / the bare forwards around it",
+         "p50": r["ratio_per_frame_over_forward_p50"], "p90": "", "n": r["neighbour_pairs"]},
+        {"backend": b, "measure": "throughput under a 30 Hz stream (frames/s answered)",
          "p50": stream.get("output_hz", float("nan")), "p90": "",
          "n": f"{stream.get('answered', 0)}/{stream.get('sent', 0)}"},
     ]
+
+
+def run(results_dir: Path) -> dict[str, Any]:
+    # The repo's loopback profile (32 MB shared-memory segments carry a whole frame in one piece).
+    # Set before the first DDS participant of this process and inherited by the node process.
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    import torch
+
+    from mtl_perception.runtime.backend import onnxruntime_available
+    from mtl_perception.runtime.memory import retain_freed_memory
+
+    torch.set_num_threads(THREADS)
+    retain_freed_memory()  # as perception_node's main does: same allocator on both sides
+    work = Path(tempfile.mkdtemp(prefix="bench_node_latency_"))  # models + node logs
+    artifact = default_student(work / "default_student.safetensors")
+    models = {"torch": artifact}
+    wanted = [b.strip() for b in os.environ.get("BENCH_BACKENDS", "torch,onnxruntime").split(",")]
+    if "onnxruntime" in wanted and onnxruntime_available():
+        from mtl_training.export import export_onnx
+
+        models["onnxruntime"] = export_onnx(artifact, work / "default_student.onnx").path
+    imgs = frames()
+    results = {b: _measure(b, models[b], work, imgs, f"/bench_{b}")
+               for b in wanted if b in models}
+    shutil.rmtree(work, ignore_errors=True)
+
+    table = [row for r in results.values() for row in _rows(r)]
+    base = results.get("torch") or next(iter(results.values()))
+    notes = [
+        "bare = Predictor.predict in the benchmark process: resize to the network size, "
+        "normalise, forward, argmax/confidence, resize outputs back to 640x480.",
+        "end-to-end = PerceptionClient publish -> both outputs received, same process clock, "
+        "real DDS (loopback) to a separate perception_node process, one frame in flight; "
+        "each backend has its own node (backend:=torch with the .safetensors artifact, "
+        "backend:=onnxruntime with its .onnx export).",
+        "stages come from the node's /diagnostics; throughput counts frames answered with "
+        "both outputs while a 30 Hz stream runs (the node keeps only the newest frame).",
+        "frames lost (no answer within 10 s): "
+        + ", ".join(f"{b} {r['frames_lost']}" for b, r in results.items()) + ".",
+    ]
+    if "torch" in results and "onnxruntime" in results:
+        ratio = (results["onnxruntime"]["end_to_end_ms"]["p50"]
+                 / results["torch"]["end_to_end_ms"]["p50"])
+        notes.append(f"node end-to-end, onnxruntime / torch: {ratio:.2f}")
     return {
-        "title": (f"Default student (demo architecture, random weights, {w}x{h} network input) "
-                  f"on CPU, {THREADS} torch thread(s), 640x480 rgb8 frames; times in ms."),
+        "title": (f"Default student (demo architecture, random weights, "
+                  f"{base['network_input']} network input) on CPU, {THREADS} thread(s), "
+                  "640x480 rgb8 frames, per backend; times in ms."),
         "table": table,
-        "notes": [
-            "bare = Predictor.predict in the benchmark process: resize to the network size, "
-            "normalise, forward, argmax/confidence, resize outputs back to 640x480.",
-            "end-to-end = PerceptionClient publish -> both outputs received, same process clock, "
-            "real DDS (loopback) to a separate perception_node process, one frame in flight.",
-            "stages come from the node's /diagnostics; throughput counts frames answered with "
-            "both outputs while a 30 Hz stream runs (the node keeps only the newest frame).",
-            f"frames lost (no answer within 10 s): {lost}.",
-        ],
-        "bare_predict_ms": bare, "bare_forward_ms": fwd, "end_to_end_ms": node,
-        "ratio_end_to_end_over_bare_predict": ratio,
-        "ratio_end_to_end_over_forward": ratio_fwd,
-        "ratio_per_frame_neighbours_p50": float(np.median(neighbour)),
-        "raw_ms": {"bare_predict": [1000 * t for t in bare_total],
-                   "end_to_end": [1000 * t for t in e2e]},
-        "stages_ms": stages, "throughput": stream, "frames_lost": lost, "threads": THREADS,
-        "input": f"{WIDTH}x{HEIGHT} rgb8", "network_input": f"{w}x{h}",
+        "notes": notes,
+        # The torch backend's figures at the top level, as before this benchmark had backends.
+        **{k: base[k] for k in ("bare_predict_ms", "bare_forward_ms", "end_to_end_ms",
+                                "ratio_end_to_end_over_bare_predict",
+                                "ratio_end_to_end_over_forward",
+                                "ratio_per_frame_neighbours_p50", "raw_ms", "stages_ms",
+                                "throughput", "frames_lost")},
+        "backends": results, "threads": THREADS,
+        "input": f"{WIDTH}x{HEIGHT} rgb8", "network_input": base["network_input"],
     }

@@ -1,5 +1,10 @@
 """The model artifact: one .safetensors file holding weights and JSON metadata, never pickle.
 
+The same metadata also travels in an ONNX export (`mtl-train export --onnx`), as the ONNX file's
+`metadata_props` entry "mtl_perception": `read_onnx` validates it with the same schema and checks
+the graph (standard operators only, no external data, input/output shapes that agree with the
+metadata, finite weights) before onnxruntime sees a byte of it.
+
 Metadata key "mtl_perception" holds JSON with its own versioned schema (ArtifactMeta):
 
     format_version  2 (this build also reads 1)
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -297,3 +303,183 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     except RuntimeError as exc:  # shapes were checked; anything else is still the file's fault
         raise ArtifactError(f"{path}: weights do not match the architecture ({exc})") from exc
     return Artifact(path, model.to(device).eval(), meta)
+
+
+# ---- ONNX -------------------------------------------------------------------------------------
+
+ONNX_SUFFIX = ".onnx"
+# Protobuf cannot hold more than 2 GB; our largest allowed network is MAX_WEIGHT_BYTES of weights.
+MAX_ONNX_BYTES = MAX_WEIGHT_BYTES + (64 << 20)
+MAX_ONNX_NODES = 100_000
+# The operator sets an exported student uses; anything else (custom domains need a shared
+# library the runtime would load, control flow hides subgraphs) is refused, not run.
+ONNX_DOMAINS = ("", "ai.onnx")
+_ONNX_SUBGRAPH_OPS = {"If", "Loop", "Scan", "SequenceMap"}
+# TensorProto data types -> bytes per element (FLOAT, UINT8, INT8, INT32, INT64, BOOL, FLOAT16,
+# DOUBLE, BFLOAT16); others count as 8.
+_ONNX_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """A checked ONNX model: its metadata and the exact bytes that were checked.
+
+    The runtime builds its session from `model_bytes` (never re-reading the path), so the file it
+    runs is the file that was validated.
+    """
+
+    path: Path
+    meta: ArtifactMeta
+    model_bytes: bytes
+    input_name: str
+    output_names: tuple[str, ...]  # task names, in graph order
+    dynamic: bool  # height/width are symbolic: any input size runs
+    export_info: dict[str, Any] = field(default_factory=dict)  # opset, check results
+
+
+def _dims(value_info: Any) -> list[int | str]:
+    """Shape of a graph input/output: ints where fixed, the symbol (or "?") where not."""
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def _tensor_bytes(tensor: Any, where: str) -> int:
+    """Size of one ONNX tensor's data as its dims claim it, refusing external data.
+
+    External data is a file path the runtime would open and read as weights: a self-contained
+    export never needs one.
+    """
+    if tensor.data_location == 1 or len(tensor.external_data):  # TensorProto.EXTERNAL
+        raise ValueError(f"{where} '{tensor.name}' refers to external data; only "
+                         "self-contained .onnx files are loaded")
+    if any(d < 0 for d in tensor.dims):
+        raise ValueError(f"{where} '{tensor.name}' has negative dimensions {list(tensor.dims)}")
+    return _ONNX_ITEM_BYTES.get(tensor.data_type, 8) * _numel(tuple(tensor.dims))
+
+
+def _check_onnx_graph(model: Any, meta: ArtifactMeta) -> tuple[str, tuple[str, ...], bool]:
+    """(input name, output names, dynamic) of a graph that fits `meta`; ValueError otherwise."""
+    from onnx import numpy_helper  # lazy: onnx is the optional `onnx` extra
+
+    for opset in model.opset_import:
+        if opset.domain not in ONNX_DOMAINS:
+            raise ValueError(f"operator set '{opset.domain}' is not the standard one "
+                             f"({', '.join(repr(d) for d in ONNX_DOMAINS)})")
+    if len(model.functions):
+        raise ValueError(f"{len(model.functions)} model-local functions; an exported student "
+                         "has none")
+    graph = model.graph
+    if len(graph.node) > MAX_ONNX_NODES:
+        raise ValueError(f"{len(graph.node)} nodes (limit {MAX_ONNX_NODES})")
+    for node in graph.node:
+        if node.domain not in ONNX_DOMAINS:
+            raise ValueError(f"node '{node.name}' uses operator {node.domain}::{node.op_type}; "
+                             "only standard ONNX operators are loaded")
+        if node.op_type in _ONNX_SUBGRAPH_OPS:
+            raise ValueError(f"node '{node.name}' is control flow ({node.op_type}); an exported "
+                             "student has none")
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                _tensor_bytes(attr.t, f"node '{node.name}' constant")
+            if attr.HasField("g") or len(attr.graphs):
+                raise ValueError(f"node '{node.name}' holds a subgraph")
+    total = 0
+    for init in graph.initializer:
+        total += _tensor_bytes(init, "initializer")
+    if len(graph.sparse_initializer):
+        raise ValueError("sparse initializers are not loaded")
+    if total > MAX_WEIGHT_BYTES:
+        raise ValueError(f"initializers claim {total / 1e9:.1f} GB (limit "
+                         f"{MAX_WEIGHT_BYTES / 1e9:.1f} GB)")
+    for init in graph.initializer:
+        if init.data_type in (1, 10, 11, 16):  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+            try:
+                values = numpy_helper.to_array(init)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"initializer '{init.name}' is damaged ({exc})") from exc
+            if not bool(np.isfinite(values).all()):
+                raise ValueError(f"initializer '{init.name}' holds NaN or inf")
+
+    names = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in names]
+    if len(inputs) != 1:
+        raise ValueError(f"graph has {len(inputs)} inputs, expected 1 image [1, 3, H, W]")
+    inp = inputs[0]
+    if inp.type.tensor_type.elem_type != 1:
+        raise ValueError(f"input '{inp.name}' is not float32")
+    h, w = meta.input_size
+    dims = _dims(inp)
+    if len(dims) != 4 or dims[:2] != [1, 3]:
+        raise ValueError(f"input '{inp.name}' has shape {dims}, expected [1, 3, {h}, {w}]")
+    dynamic = not all(isinstance(d, int) for d in dims[2:])
+    if not dynamic and dims[2:] != [h, w]:
+        raise ValueError(f"input '{inp.name}' is {dims[3]}x{dims[2]}, metadata input is {w}x{h}")
+    tasks = tuple(meta.architecture.tasks)
+    outputs = tuple(o.name for o in graph.output)
+    if sorted(outputs) != sorted(tasks):
+        raise ValueError(f"graph outputs {list(outputs)} are not the architecture's tasks "
+                         f"{list(tasks)}")
+    channels = {"seg": meta.architecture.num_classes, "depth": 1}
+    for out in graph.output:
+        got = _dims(out)
+        want = [1, channels[out.name], *dims[2:]]
+        if len(got) != 4 or any(isinstance(g, int) and g != x
+                                for g, x in zip(got, want, strict=True)):
+            raise ValueError(f"output '{out.name}' has shape {got}, expected {want}")
+    return inp.name, outputs, dynamic
+
+
+def read_onnx(path: str | Path) -> OnnxArtifact:
+    """Validated metadata and graph of an exported .onnx model; ArtifactError naming the file.
+
+    Parsing is protobuf only (no code runs): size limit first, then the metadata schema (the
+    one safetensors artifacts use), then the graph against it. onnxruntime only sees files that
+    passed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model file not found: {path}")
+    try:
+        import onnx  # lazy: onnx is the optional `onnx` extra, only ONNX models need it
+        from google.protobuf.message import DecodeError  # lazy: comes with onnx
+    except ImportError as exc:
+        raise ArtifactError(f"{path}: reading .onnx models needs the onnx package (pip install "
+                            "'mtl_perception[onnx]')") from exc
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise ArtifactError(f"{path}: {size / 1e9:.1f} GB is more than an exported student "
+                            f"can be (limit {MAX_ONNX_BYTES / 1e9:.1f} GB)")
+    data = path.read_bytes()
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a readable ONNX file ({exc})") from exc
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise ArtifactError(f"{path}: no '{METADATA_KEY}' metadata; export it with "
+                            "`mtl-train export RUN_DIR --out FILE.safetensors --onnx FILE.onnx`")
+    try:
+        raw = json.loads(props[METADATA_KEY])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: metadata is not valid JSON ({exc})") from exc
+    try:
+        meta = ArtifactMeta.from_json(raw)
+        input_name, outputs, dynamic = _check_onnx_graph(model, meta)
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
+    try:
+        info = json.loads(props.get(ONNX_EXPORT_KEY, "{}"))
+    except (json.JSONDecodeError, RecursionError):
+        info = {}
+    return OnnxArtifact(path, meta, data, input_name, outputs, dynamic,
+                        info if isinstance(info, dict) else {})
+
+
+ONNX_EXPORT_KEY = "mtl_perception.export"  # opset, dynamic, the export check's differences
+
+
+def read_any_metadata(path: str | Path) -> ArtifactMeta:
+    """The metadata of a .safetensors artifact or an .onnx export (by suffix)."""
+    if Path(path).suffix == ONNX_SUFFIX:
+        return read_onnx(path).meta
+    return read_metadata(path)

@@ -4,6 +4,10 @@ The ROS edge only: parameters (declared from params.PARAMS), QoS, publishers, su
 callbacks and the diagnostics timer. What happens to a frame is pipeline.py, what is counted and
 reported is diagnostics.py; both are plain code that tests call without a graph.
 
+A managed (lifecycle) node: configure loads the model, activate creates the topics, deactivate
+removes them and keeps the model, cleanup frees it. `autostart` (default true) does configure +
+activate at start and exits 1 after one line when that fails; `--help` prints the usage.
+
 Threading: inference runs in the image callback, on the executor's thread. Handing frames to a
 worker thread cost 2-3 ms per frame in an A/B benchmark (a thread wake-up and a GIL hand-over
 while the executor rebuilds its wait set), and the DDS reader queue already gives "newest frame
@@ -25,7 +29,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
@@ -47,6 +51,7 @@ from mtl_perception.ros.pipeline import (
     available_outputs,
     check_camera_info,
 )
+from mtl_perception.runtime.backend import BackendError
 from mtl_perception.runtime.memory import retain_freed_memory
 from mtl_perception.runtime.predictor import NonFiniteOutput, Predictor
 
@@ -64,54 +69,149 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
     Dynamic typing lets every value reach params.validate, which checks type, range and choices
     for start-up and run-time changes alike (rclpy's own checks would need its error text parsed).
+    None is read-only for rclpy: a lifecycle node takes new configure-time values while
+    unconfigured, and _on_set_parameters refuses them once configured.
     """
     return ParameterDescriptor(name=spec.name, description=spec.help_text(),
-                               read_only=not spec.dynamic, dynamic_typing=True,
+                               read_only=False, dynamic_typing=True,
                                additional_constraints=spec.allowed())
 
 
-class PerceptionNode(Node):
-    """Serves every image on `image` (or `image/compressed`) to the ~/ outputs."""
+class PerceptionNode(LifecycleNode):
+    """Serves every image on `image` (or `image/compressed`) to the ~/ outputs.
+
+    A managed (lifecycle) node, in the shape yolo_ros and Nav2 use:
+    - unconfigured: parameters declared (all of them may be set now), nothing loaded;
+    - configure: parameters checked, model loaded and warmed up (the slow part, done once);
+    - activate: publishers, subscriptions and the diagnostics timer created: frames flow;
+    - deactivate: those destroyed again, the model kept: activate is instant;
+    - cleanup: the model freed, back to unconfigured; shutdown: everything freed.
+    `autostart` (default true) runs configure + activate at start (see main).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self.params = self._declare_parameters()
+        self._declare_parameters()
+        self.params: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.startup_error = ""  # why the last configure/activate failed (one line)
+        self.log_failures = True  # main() prints the one line itself while autostarting
+        self.predictor: Predictor | None = None
+        self.pipeline: FramePipeline | None = None
+        self.stats = Stats()
+        self.skips = SkipCounter()
+        self.camera_info: CameraInfo | None = None
+        self.pubs: dict[str, Any] = {}
+        self.diag_pub: Any = None
+        self.image_sub: Any = None
+        self.info_sub: Any = None
+        self.diag_timer: Any = None
+        self.available: dict[str, bool] = {}
+        self._last_accept = -1e9
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def autostart(self) -> bool:
+        """The `autostart` parameter (a non-boolean value is a start-up error)."""
+        try:
+            return validate(SPECS["autostart"], self.get_parameter("autostart").value)
+        except ParamError as exc:
+            raise StartupError(str(exc)) from exc
+
+    def state_label(self) -> str:
+        """The lifecycle state: unconfigured, inactive, active, finalized (or a transition)."""
+        return str(self._state_machine.current_state[1])
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Check every parameter, load and warm up the model; FAILURE (one line) if it cannot."""
+        try:
+            self._configure()
+        except StartupError as exc:
+            self.startup_error = str(exc)
+            self.predictor = self.pipeline = None
+            if self.log_failures:
+                self.get_logger().error(f"configure failed: {self.startup_error}")
+            return TransitionCallbackReturn.FAILURE
+        self.startup_error = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Create publishers, subscriptions and the diagnostics timer: frames flow from now on."""
+        self._open_topics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop serving (topics and timer go); the model stays loaded for the next activate."""
+        self._close_topics()
+        self.get_logger().info("inactive: model kept loaded, no topics")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model and the per-frame buffers (back to unconfigured)."""
+        self._close_topics()
+        self.predictor = self.pipeline = None
+        self.get_logger().info("unconfigured: model freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._close_topics()
+        self.predictor = self.pipeline = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: free everything and go back to unconfigured."""
+        self._close_topics()
+        self.predictor = self.pipeline = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        self.params = self._read_parameters()
         p = self.params
         if not p["model_path"]:
             raise StartupError("parameter 'model_path' is empty: set it to an exported "
-                               ".safetensors artifact (mtl-train export)")
+                               ".safetensors or .onnx model (mtl-train export)")
         try:
-            self.predictor = Predictor(p["model_path"], device=p["device"],
-                                       precision=p["precision"], num_threads=p["num_threads"])
+            predictor = Predictor(p["model_path"], device=p["device"],
+                                  precision=p["precision"], num_threads=p["num_threads"],
+                                  backend=p["backend"])
         except ArtifactError as exc:
             raise StartupError(str(exc)) from exc
-        except ValueError as exc:  # device / precision combinations the host cannot run
-            raise StartupError(f"parameters 'device'/'precision': {exc}") from exc
+        except BackendError as exc:  # backend / device / precision the host cannot run
+            raise StartupError(f"parameters 'backend'/'device'/'precision': {exc}") from exc
         try:
-            self.predictor.warmup(p["warmup_runs"])
+            predictor.warmup(p["warmup_runs"])
         except (RuntimeError, NonFiniteOutput) as exc:
             self.get_logger().warning(f"warm-up failed ({exc}); frames may be rejected")
-
-        self.stats = Stats()
-        self.skips = SkipCounter()
-        self.lock = threading.Lock()
-        self.pipeline = FramePipeline(self.predictor, p["output_resolution"] == "network",
+        self.predictor = predictor
+        self.pipeline = FramePipeline(predictor, p["output_resolution"] == "network",
                                       self._warn_camera, self.get_logger().warning)
-        self.camera_info: CameraInfo | None = None
+        self.available = available_outputs(predictor.tasks)
+        h, w = predictor.input_size
+        s = predictor.backend.settings()
+        missing = [n for n, ok in self.available.items() if not ok]
+        self.get_logger().info(
+            f"model {p['model_path']}: {len(predictor.classes)} classes, input {w}x{h}, "
+            f"backend {s['backend']} (providers {s['providers']}, threads {s['threads']}), "
+            f"device {predictor.device} ({p['precision']})"
+            + (f"; model has no {', '.join(missing)}" if missing else ""))
 
-        qos = QoSProfile(
+    def _qos(self) -> QoSProfile:
+        p = self.params
+        return QoSProfile(
             reliability=(ReliabilityPolicy.RELIABLE if p["qos.reliability"] == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT),
             history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"],
             durability=DurabilityPolicy.VOLATILE)
-        self.available = available_outputs(self.predictor.tasks)
+
+    def _open_topics(self) -> None:
+        p = self.params
+        qos = self._qos()
         types = {"points": PointCloud2, "camera_info": CameraInfo}
         self.pubs = {name: self.create_publisher(types.get(name, Image), f"~/{name}", qos)
                      for name in OUTPUTS if self.available[name]}
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._last_accept = -1e9
-
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         info_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                               history=HistoryPolicy.KEEP_LAST, depth=1)
         self.info_sub = self.create_subscription(CameraInfo, "camera_info",
@@ -124,44 +224,60 @@ class PerceptionNode(Node):
         else:
             self.image_sub = self.create_subscription(Image, "image", self._image_callback(), qos)
         self.diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics)
+        self.get_logger().info(f"active: listening on {self.image_sub.topic_name} "
+                               f"({p['image_transport']}, {p['qos.reliability']})")
 
-        h, w = self.predictor.input_size
-        missing = [n for n, ok in self.available.items() if not ok]
-        self.get_logger().info(
-            f"model {p['model_path']}: {len(self.predictor.classes)} classes, input {w}x{h}, "
-            f"device {self.predictor.device} ({p['precision']}); listening on "
-            f"{self.image_sub.topic_name} ({p['image_transport']}, {p['qos.reliability']})"
-            + (f"; model has no {', '.join(missing)}" if missing else ""))
+    def _close_topics(self) -> None:
+        """Destroy what activate created (idempotent)."""
+        if self.diag_timer is not None:
+            self.destroy_timer(self.diag_timer)
+        for sub in (self.image_sub, self.info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        for pub in (*self.pubs.values(), self.diag_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self.diag_timer = self.image_sub = self.info_sub = self.diag_pub = None
+        with self.lock:
+            self.pubs = {}
 
     # ---- parameters -------------------------------------------------------------------------
 
-    def _declare_parameters(self) -> dict[str, Any]:
-        """Declare every parameter once; a bad value stops start-up with one line."""
+    def _declare_parameters(self) -> None:
+        """Declare every parameter once; values are checked when the node is configured."""
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+
+    def _read_parameters(self) -> dict[str, Any]:
+        """Every parameter's checked value; a bad value stops configure with one line."""
         values: dict[str, Any] = {}
         for spec in PARAMS:
-            value = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
             try:
-                values[spec.name] = validate(spec, value)
+                values[spec.name] = validate(spec, self.get_parameter(spec.name).value)
             except ParamError as exc:
                 raise StartupError(str(exc)) from exc
         return values
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Run-time changes: publish switches, max_rate_hz, points.*; all or nothing."""
+        """Changes: run-time ones (publish switches, max_rate_hz, points.*) in any state; the
+        others only while unconfigured (the next configure uses them). All or nothing."""
         accepted = {}
+        configured = self.predictor is not None
         for param in params:
             spec = SPECS.get(param.name)
             if spec is None:
                 continue
-            if not spec.dynamic:
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} is read-only after start-up")
+            if not spec.dynamic and configured:
+                return SetParametersResult(
+                    successful=False, reason=f"{param.name} is read-only once configured "
+                    "(cleanup the lifecycle node to change it)")
             try:
                 accepted[param.name] = validate(spec, param.value)
             except ParamError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         with self.lock:
-            self.params.update(accepted)
+            if configured:
+                self.params.update(accepted)
         return SetParametersResult(successful=True)
 
     # ---- input ------------------------------------------------------------------------------
@@ -189,6 +305,8 @@ class PerceptionNode(Node):
         return lambda msg: self.image_callback(msg, None)
 
     def image_callback(self, msg: Image | CompressedImage, info: dict[str, Any] | None) -> None:
+        if self.pipeline is None or not self.pubs:  # a frame taken while deactivating
+            return
         now = time.perf_counter()
         received_ns = info.get("received_timestamp") if info else None
         queued = max(time.time_ns() - received_ns, 0) * 1e-9 if received_ns else 0.0
@@ -226,6 +344,7 @@ class PerceptionNode(Node):
                 queued: float = 0.0) -> None:
         """Serve one frame (pipeline.py); bad frames are logged (throttled) and counted."""
         t_start = time.perf_counter()
+        pubs = self.pubs
         want = self.wanted()
         if not any(want.values()):
             with self.lock:
@@ -236,7 +355,7 @@ class PerceptionNode(Node):
                                      self.params["points.max_depth"])
         t0 = time.perf_counter()
         try:
-            result = self.pipeline.process(msg, want, self.camera_info, settings, self.pubs)
+            result = self.pipeline.process(msg, want, self.camera_info, settings, pubs)
         except FrameRejected as exc:
             self._reject(str(exc))
             return
@@ -265,8 +384,12 @@ class PerceptionNode(Node):
     # ---- diagnostics ------------------------------------------------------------------------
 
     def publish_diagnostics(self) -> None:
+        if self.predictor is None or self.diag_pub is None:
+            return
         context = {"device": str(self.predictor.device), "precision": self.params["precision"],
-                   "model": str(self.params["model_path"])}
+                   "model": str(self.params["model_path"]),
+                   **{k: v for k, v in self.predictor.backend.settings().items()
+                      if k != "precision"}}
         with self.lock:
             level, message, values = take_window(self.stats, time.monotonic(), context)
         self.diag_pub.publish(diagnostic_array(self.get_fully_qualified_name(),
@@ -274,8 +397,75 @@ class PerceptionNode(Node):
                                                values, self.get_clock().now().to_msg()))
 
 
+USAGE_TOPICS = (
+    ("in", "image", "sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8, mono16); with "
+     "image_transport: compressed, image/compressed (jpeg/png)"),
+    ("in", "camera_info", "sensor_msgs/CameraInfo, for ~/points and ~/camera_info"),
+    ("out", "~/semantic", "Image mono8 class ids (16UC1 above 255 classes)"),
+    ("out", "~/semantic_color", "Image rgb8, the model's palette"),
+    ("out", "~/depth", "Image 32FC1, metres"),
+    ("out", "~/confidence", "Image 32FC1, top softmax probability 0..1"),
+    ("out", "~/points", "PointCloud2 x, y, z, rgb, label"),
+    ("out", "~/camera_info", "CameraInfo of the outputs"),
+    ("out", "/diagnostics", "DiagnosticArray, ~1 Hz: rates, latency, counters, stages"),
+)
+
+
+def usage() -> str:
+    """`perception_node --help`: parameters (from params.PARAMS), topics, lifecycle, examples."""
+    width = max(len(s.name) for s in PARAMS)
+    lines = [
+        "usage: perception_node [--help] --ros-args -p model_path:=MODEL [-p NAME:=VALUE ...]",
+        "                       [--params-file config/perception.yaml] [-r image:=TOPIC ...]",
+        "",
+        "Semantic segmentation, metric depth, confidence and a point cloud from one RGB camera,",
+        f"as the lifecycle node '{NODE_NAME}' (configure loads the model, activate serves",
+        "frames; autostart:=true does both at start and exits 1 if either fails).",
+        "",
+        "parameters (default; allowed; * = changeable at run time):",
+    ]
+    for spec in PARAMS:
+        default = _usage_value(spec.default)
+        lines.append(f"  {spec.name:<{width}}  {default:<12} {spec.values_text(' | ')}"
+                     + (" *" if spec.dynamic else ""))
+    lines += ["", "topics (remap with -r NAME:=TOPIC; ~ is <namespace>/" + NODE_NAME + "):"]
+    tw = max(len(t) for _, t, _ in USAGE_TOPICS)
+    lines += [f"  {d:<3} {t:<{tw}}  {what}" for d, t, what in USAGE_TOPICS]
+    lines += [
+        "",
+        "examples:",
+        "  perception_node --ros-args -p model_path:=student.onnx -p backend:=onnxruntime \\",
+        "      -r image:=/camera/color/image_raw -r camera_info:=/camera/color/camera_info",
+        "  ros2 launch mtl_perception perception.launch.py model:=student.safetensors",
+        "  perception_node --ros-args -p model_path:=student.onnx -p autostart:=false  # then:",
+        f"  ros2 lifecycle set /{NODE_NAME} configure && ros2 lifecycle set /{NODE_NAME} activate",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _usage_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return '""' if value == "" else str(value)
+
+
+def wants_help(argv: list[str]) -> bool:
+    """-h/--help among the program's own arguments (before --ros-args, which ROS owns)."""
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    return any(a in ("-h", "--help") for a in own)
+
+
 def main(args: list[str] | None = None) -> int:
-    """The `perception_node` console script: spin until Ctrl-C; 1 when start-up fails."""
+    """The `perception_node` console script: spin until Ctrl-C.
+
+    Exit status 0 after Ctrl-C or a lifecycle shutdown; 1 when start-up fails (bad parameter,
+    missing or damaged model) with autostart on, after one line on stderr, so a launch file
+    that watches the process can fail the launch.
+    """
+    argv = sys.argv if args is None else args
+    if wants_help(argv):
+        sys.stdout.write(usage())
+        return 0
     try:
         rclpy.init(args=args)
     except KeyboardInterrupt:
@@ -285,6 +475,16 @@ def main(args: list[str] | None = None) -> int:
     retain_freed_memory()  # this process exists to serve frames: no page faults per frame
     try:
         node = PerceptionNode()
+        if node.autostart:
+            node.log_failures = False
+            for step in (node.trigger_configure, node.trigger_activate):
+                if step() != TransitionCallbackReturn.SUCCESS:
+                    raise StartupError(node.startup_error or f"{step.__name__} failed")
+            node.log_failures = True
+        else:
+            node.get_logger().info("autostart is off: unconfigured, waiting for a lifecycle "
+                                   f"manager (ros2 lifecycle set {node.get_fully_qualified_name()}"
+                                   " configure)")
         rclpy.spin(node)
     except StartupError as exc:
         print(f"{NODE_NAME}: error: {exc}", file=sys.stderr)

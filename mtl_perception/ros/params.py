@@ -83,17 +83,27 @@ class ParamSpec:
 
 # Every parameter, declared once. Ranges carry the default's type (1 for ints, 0.0 for floats).
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_path", "", "Exported model artifact (.safetensors, `mtl-train export`).",
-              note="path to the exported .safetensors artifact; required (launch arg `model`)"),
+    ParamSpec("model_path", "", "Exported model: a .safetensors artifact or its .onnx export "
+              "(`mtl-train export --onnx`).",
+              note="path to the exported .safetensors or .onnx model; required (launch arg "
+                   "`model`)"),
+    ParamSpec("backend", "auto", "What runs the network; auto = onnxruntime for .onnx models, "
+              "torch for .safetensors.", ("auto", "torch", "onnxruntime"),
+              note="auto = onnxruntime for .onnx, torch for .safetensors; onnxruntime is the "
+                   "`onnx` extra"),
     ParamSpec("device", "auto", "Inference device; auto picks cuda when available.",
               ("auto", "cpu", "cuda", "cuda:N"), pattern=r"auto|cpu|cuda(:\d+)?",
               note="auto = cuda when available, else cpu"),
     ParamSpec("precision", "fp32", "Numeric precision; fp16/bf16 need a CUDA device.",
               ("fp32", "fp16", "bf16"), note="fp16/bf16 need a CUDA device"),
-    ParamSpec("num_threads", 0, "CPU threads for inference; 0 keeps the PyTorch default.",
-              low=0, high=256, unit="CPU inference threads", note="0 = PyTorch default"),
-    ParamSpec("warmup_runs", 2, "Forward passes before the first frame (kernel selection).",
-              low=0, high=100, unit="forward passes before the first frame"),
+    ParamSpec("num_threads", 0, "CPU threads for inference; 0 keeps the backend's default.",
+              low=0, high=256, unit="CPU inference threads", note="0 = the backend's default"),
+    ParamSpec("warmup_runs", 2, "Forward passes at configure, before the first frame (kernel "
+              "selection).", low=0, high=100, unit="forward passes before the first frame"),
+    ParamSpec("autostart", True, "Configure and activate the lifecycle node at start; false "
+              "waits in 'unconfigured' for a lifecycle manager.",
+              note="true = configure + activate at start (exit 1 if that fails), false = wait "
+                   "for `ros2 lifecycle set`"),
     ParamSpec("image_transport", "raw",
               "raw subscribes `image` (Image); compressed subscribes `image/compressed`.",
               ("raw", "compressed"),
@@ -177,7 +187,8 @@ YAML_HEADER = """\
 # mtl_perception/ros/params.py (PARAMS), which generates this file (python -m
 # mtl_perception.ros.params --yaml); `ros2 param describe /mtl_perception <name>` explains each.
 # Keyed by "/**/mtl_perception" so the file applies in any namespace.
-# Launch arguments (model, device, image_transport, use_sim_time) override the values here.
+# Launch arguments (model, backend, device, image_transport, use_sim_time) override the values
+# here.
 """
 YAML_GROUP_COMMENTS = {"publish": "output switches, one per topic"}
 _COMMENT_COLUMN = 34

@@ -10,6 +10,8 @@ is followed by a good frame that must still be served.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from mtl_perception.core.artifact import read_metadata
 from mtl_perception.core.codecs import pointcloud2_to_array
 from mtl_perception.core.geometry.pointcloud import pack_rgb
 from mtl_perception.ros.client import NodeDiagnostics, PerceptionClient, decode_outputs
-from mtl_perception.ros.process import start_node, stop_node
+from mtl_perception.ros.params import PARAMS
+from mtl_perception.ros.process import node_command, start_node, stop_node
 from mtl_perception.runtime.predictor import Predictor
 
 pytestmark = pytest.mark.ros
@@ -439,7 +442,7 @@ def _fails_at_start(tmp_path: Path, model: Path, params: dict | None = None) -> 
     log = tmp_path / "log.txt"
     proc = start_node(model, params={"device": "cpu", **(params or {})}, params_file=PARAMS_FILE,
                       log_path=log)
-    assert proc.wait(90) != 0
+    assert proc.wait(90) == 1  # non-zero, so a launch file watching the node can fail
     text = log.read_text()
     assert "Traceback" not in text, text
     return text
@@ -469,3 +472,24 @@ def test_bad_parameter_fails_at_start_naming_it(tiny_artifact, tmp_path, param, 
     text = _fails_at_start(tmp_path, tiny_artifact, {param: value})
     line = next(x for x in text.splitlines() if "error" in x)
     assert param.split(".")[0] in line and allowed in line, text
+
+
+def test_help_prints_usage_without_a_model_or_ros():
+    """`perception_node --help`: every parameter with its default, the topics, an example; exit 0.
+
+    Run with no ROS environment at all (no domain, no DDS profile): help must not init rclpy.
+    """
+    cmd = node_command("unused")
+    exe = cmd[:cmd.index("--ros-args")]  # the executable (or python -m ...)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS_"))}
+    for flag in ("--help", "-h"):
+        out = subprocess.run([*exe, flag], capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        text = out.stdout
+        assert text.startswith("usage: perception_node")
+        for spec in PARAMS:
+            assert f"  {spec.name} " in text, spec.name
+        for topic in ("image", "camera_info", "~/semantic", "~/depth", "~/points",
+                      "/diagnostics"):
+            assert topic in text, topic
+        assert "examples:" in text and "model_path:=" in text and "model_path" not in out.stderr

@@ -55,3 +55,21 @@ def test_more_than_255_classes_give_uint16_labels(tmp_path):
     many = Predictor(make_tiny_artifact(tmp_path / "many.safetensors", num_classes=300), "cpu")
     labels = many.predict(np.zeros((20, 30, 3), np.uint8)).labels
     assert labels.dtype == np.uint16 and labels.max() < 300
+
+
+def test_network_labels_are_the_ids_before_the_resize(predictor):
+    """The node colours ~/semantic_color at the network size and resizes it like ~/semantic:
+    that equals colouring the resized ids only if the ids are the same nearest resize."""
+    import cv2
+
+    from mtl_perception.core.labels import colorize_labels, palette_lut
+
+    rgb = np.random.default_rng(2).integers(0, 255, (90, 130, 3), dtype=np.uint8)
+    pred = predictor.predict(rgb)
+    assert pred.network_labels.shape == predictor.input_size
+    np.testing.assert_array_equal(
+        cv2.resize(pred.network_labels, (130, 90), interpolation=cv2.INTER_NEAREST), pred.labels)
+    lut = palette_lut(predictor.palette)
+    np.testing.assert_array_equal(
+        cv2.resize(colorize_labels(pred.network_labels, lut), (130, 90),
+                   interpolation=cv2.INTER_NEAREST), colorize_labels(pred.labels, lut))
