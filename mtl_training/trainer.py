@@ -29,6 +29,13 @@ Run directory protocol (what a kill -9 at any instant leaves consistent):
   other `--set` is applied for real: train.lr, weight_decay and
   lr_step_epochs are written into the loaded optimiser/scheduler, data.* and the rest are read
   from the config as training goes.
+
+Under torchrun (mtl_training.distributed): every rank walks the same seeded epoch order and takes
+its share of each global batch; one DistributedDataParallel over the network and the transfer
+nets averages their gradients; rank 0 alone validates, writes the run directory and the
+TensorBoard events (mtl_training.tblog), and the others wait for it at the end of each epoch.
+The sample position of a mid-epoch save counts global samples, so a run resumes under any world
+size. docs/training_at_scale.md has the rest.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,7 +54,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from mtl_perception.core.contracts import DatasetInfo
@@ -53,7 +63,8 @@ from mtl_perception.core.device import resolve_device
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.models.registry import build_model
 from mtl_perception.core.models.transfer import TaskTransfer
-from mtl_training.amp import autocast_dtype
+from mtl_training import distributed
+from mtl_training.amp import autocast_dtype, grad_scaler
 from mtl_training.checkpoint import (
     CheckpointError,
     check_run_dir,
@@ -65,12 +76,13 @@ from mtl_training.checkpoint import (
     save_checkpoint,
 )
 from mtl_training.config import ConfigError, ExperimentConfig, from_dict, save_config
-from mtl_training.data import build_datasets
+from mtl_training.data import build_datasets, check_depth_range
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
 from mtl_training.pretrained import load_pretrained_encoder
 from mtl_training.report import montage, save_rgb_png
+from mtl_training.tblog import TB_DIR, TensorBoardLog
 from mtl_training.weighting import build_weighting
 
 log = logging.getLogger("mtl_training.trainer")
@@ -95,6 +107,60 @@ def score(metrics: dict[str, dict[str, Any]]) -> float:
     return -math.inf
 
 
+class TrainNet(nn.Module):
+    """The network and (with loss.xtc) the task-transfer nets as one module: what one
+    DistributedDataParallel wraps under torchrun (the frozen teacher of pseudo-labelling is never
+    part of it). Holds no parameters of its own, so checkpoints keep saving `model`/`transfer`."""
+
+    def __init__(self, model: nn.Module, transfer: TaskTransfer | None) -> None:
+        super().__init__()
+        self.model = model
+        self.transfer = transfer
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        pred = self.model(*inputs)
+        out = {"pred": pred}
+        if self.transfer is not None:
+            out["transferred"] = self.transfer(pred)
+        return out
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) keys from an order the Trainer sets per epoch (this rank's share of
+    the remaining order). The DataLoader is built once, so persistent workers survive epochs; the
+    epoch travels with each key because workers hold their own copy of the dataset."""
+
+    def __init__(self) -> None:
+        self.epoch, self.indices = 0, []
+
+    def set(self, epoch: int, indices: list[int]) -> None:
+        self.epoch, self.indices = epoch, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.indices])
+
+
+class EpochKeyed(Dataset):
+    """A training dataset read by (epoch, index): sets the augmentation epoch (seeded by
+    (seed, epoch, index)) in whichever process reads the sample."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        set_epoch = getattr(self.base, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+        return self.base[index]
+
+
 class Trainer:
     """Builds everything a stage needs from a validated config; `fit` runs it into
     cfg.train.out_dir under the run directory protocol of this module's docstring."""
@@ -105,10 +171,9 @@ class Trainer:
         cfg.validate()  # configs built in Python never went through load_config
         self.cfg = cfg
         self.run_dir = Path(cfg.train.out_dir)
-        try:
-            self.device = resolve_device(cfg.train.device)
-        except ValueError as exc:  # cuda asked for on a machine without it: one line at start
-            raise ConfigError(f"train.device: {exc}") from exc
+        # this process's rank in a torchrun launch (train() joins the group); one process else
+        self.dist = distributed.current()
+        self.device = distributed.rank_device(self.dist, train_device(cfg))
         self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
@@ -118,6 +183,7 @@ class Trainer:
         if cfg.model.num_classes != len(self.info.classes):
             raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but dataset "
                               f"'{self.info.name}' has {len(self.info.classes)} classes")
+        check_depth_range(cfg.model, self.info)  # a head bounded below the data saturates
         self.model: nn.Module = build_model(cfg.model.spec()).to(self.device)
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
@@ -129,6 +195,13 @@ class Trainer:
         tasks = list(getattr(self.model, "tasks", cfg.model.tasks))
         # task-transfer nets (METHOD.md B): trained with the student, checkpointed, never exported
         self.transfer: TaskTransfer | None = self._build_transfer(tasks)
+        if self.dist.active and cfg.train.sync_batchnorm:  # before the optimiser sees parameters
+            distributed.sync_batchnorm(self.model, self.device)
+            if self.transfer is not None:
+                distributed.sync_batchnorm(self.transfer, self.device)
+        if cfg.train.channels_last:
+            for module in self.trainable_modules():
+                module.to(memory_format=torch.channels_last)
         self.xtc_lambdas = {"seg": cfg.loss.xtc_lambda_seg, "depth": cfg.loss.xtc_lambda_depth}
         self.weighting = build_weighting(cfg.loss, tasks).to(self.device)
         params = list(self.model.parameters()) + list(self.weighting.optimizer_parameters())
@@ -138,6 +211,21 @@ class Trainer:
                                           weight_decay=cfg.train.weight_decay)
         step = cfg.train.lr_step_epochs
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step or 10**9, 0.5)
+        self.scaler = grad_scaler(self.amp_dtype, self.device)  # fp16 only; else pass-through
+        # the forward the step runs: the network (+ transfer nets), DDP-wrapped under torchrun,
+        # optionally compiled; checkpoints and evaluation use the plain self.model
+        self.net: nn.Module = TrainNet(self.model, self.transfer)
+        if self.dist.active:
+            self.net = DistributedDataParallel(
+                self.net, device_ids=[self.device] if self.device.type == "cuda" else None,
+                forward_sync_buffers=not cfg.train.sync_batchnorm)
+        if cfg.train.compile:
+            self.net = torch.compile(self.net)
+        # GradNorm's task weights move by their own rule, outside the optimiser: averaged after
+        # each step so every rank applies the same weights
+        owned = {id(p) for p in self.weighting.optimizer_parameters()}
+        self._weighting_own_state = any(id(p) not in owned for p in self.weighting.parameters())
+        self.tb: TensorBoardLog | None = None
         self.epoch = 0  # completed epochs
         self.step = 0  # optimiser steps
         self.best = -math.inf
@@ -174,6 +262,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "weighting": self.weighting.state_dict(),
             **({"transfer": self.transfer.state_dict()} if self.transfer is not None else {}),
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
@@ -205,6 +294,8 @@ class Trainer:
             self.weighting.load_state_dict(ckpt["weighting"])
             if self.transfer is not None:
                 self.transfer.load_state_dict(ckpt["transfer"])
+            if self.scaler.is_enabled() and "scaler" in ckpt:
+                self.scaler.load_state_dict(ckpt["scaler"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: state does not fit this run "
                                   f"({first_sentence(exc)})") from exc
@@ -213,11 +304,13 @@ class Trainer:
         self.best, self.best_epoch = _best_of(self.history, float(ckpt["best"]))
         self.partial = ckpt.get("partial")
         self._apply_optimizer_settings()
-        self._reconcile(path, ckpt)
+        if self.dist.is_main:  # the run directory is rank 0's; every rank loads the same state
+            self._reconcile(path, ckpt)
         self.resumed_from = path
         where = f", {self.partial['pos']} samples into epoch {self.epoch + 1}" if self.partial \
             else ""
-        log.info("resumed %s at epoch %d, step %d%s", path, self.epoch, self.step, where)
+        if self.dist.is_main:
+            log.info("resumed %s at epoch %d, step %d%s", path, self.epoch, self.step, where)
         return True
 
     def _refuse_changes(self, path: Path, ckpt: dict[str, Any]) -> None:
@@ -308,12 +401,17 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimiser step on this rank's batch; {} (and no step) when no rank had a label."""
+        inputs = model_inputs(self.model, batch, self.device)
+        if self.cfg.train.channels_last:
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last)
+                           if x.dim() == 4 and x.is_floating_point() else x for x in inputs)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            pred = self.model(*model_inputs(self.model, batch, self.device))
-            transferred = self.transfer(pred) if self.transfer is not None else None
-        batch_dev = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
-                     for k, v in batch.items()}
+            out = self.net(*inputs)
+        pred, transferred = out["pred"], out.get("transferred")
+        batch_dev = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor)
+                     else v for k, v in batch.items()}
         terms = task_losses(pred, batch_dev, self.cfg.data.pseudo_weight)
         extra: dict[str, torch.Tensor] = {}
         if transferred is not None:
@@ -324,21 +422,46 @@ class Trainer:
             extra = {**{f"sup_{t}": v for t, v in terms.items()},
                      **{f"{prefix}_{t}": v for t, v in cross.items()}}
             terms = task_objectives(terms, cross, self.xtc_lambdas)  # L_t of eq. 11
-        if not terms:
+        tasks = self.weighting.tasks
+        # which ranks have a loss at all / each task (one branch for all: collectives must match)
+        have_any, *have_task = self.dist.count([bool(terms)] + [t in terms for t in tasks],
+                                               self.device)
+        if not have_any:
             return {}
         shared = getattr(self.model, "shared_parameters", lambda: None)()
-        loss = self.weighting.combine(terms, shared)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite loss at step {self.step}: "
-                                     f"{ {k: float(v) for k, v in terms.items()} }")
-        loss.backward()
+        if shared is not None and not all(n == self.dist.world for n in have_task):
+            shared = None  # GradNorm measures only steps where every rank has every task
+        touch = None
+        if self.dist.active:
+            # every output reaches every term (x 0): each backward, GradNorm's per-task ones
+            # included, then walks the same graph on every rank, so DDP sees every gradient and
+            # the global BatchNorm's backward all-reduces come in the same order everywhere
+            touch = 0.0 * sum(v.float().sum() for o in out.values() for v in o.values())
+            terms = {t: v + touch for t, v in terms.items()}
+        if terms:
+            loss = self.weighting.combine(terms, shared)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"non-finite loss at step {self.step}: "
+                                         f"{ {k: float(v) for k, v in terms.items()} }")
+        else:
+            loss = torch.zeros((), device=self.device)
+        if touch is not None:
+            loss = loss + touch
+        self.scaler.scale(loss).backward()
+        distributed.average_gradients(self.dist, self.weighting.optimizer_parameters())
         if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_([p for m in self.trainable_modules() for p in m.parameters()],
                                      self.cfg.train.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.weighting.step()  # GradNorm's own update of the task weights; a no-op for others
+        if self._weighting_own_state:
+            distributed.average_state(self.dist, self.weighting)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if not terms:
+            return {}
         return {"loss": float(loss.detach()),
                 **{k: float(v.detach()) for k, v in {**terms, **extra}.items()}}
 
@@ -358,16 +481,49 @@ class Trainer:
     def fit(self, resume: bool = False, overwrite: bool = False) -> Path:
         """Train into the run directory: new, continued (`resume`) or replaced (`overwrite`)."""
         cfg = self.cfg
-        prepare_run_dir(self.run_dir, resume=resume or self.resumed_from is not None,
-                        overwrite=overwrite)
+        main = self.dist.is_main
+        if main:  # rank 0 owns the run directory; the others read last.pt once it is ready
+            prepare_run_dir(self.run_dir, resume=resume or self.resumed_from is not None,
+                            overwrite=overwrite)
+            if overwrite:
+                shutil.rmtree(self.run_dir / TB_DIR, ignore_errors=True)
+        self.dist.barrier()
         if resume and self.resumed_from is None:
             self.resume()
-        save_config(cfg, self.run_dir / "config.yaml")
-        if self.encoder_report is not None:
-            write_text_atomic(self.run_dir / "encoder_weights.json", json.dumps(
-                {"path": cfg.model.encoder_weights, **self.encoder_report}, indent=1))
-        val_loader = DataLoader(self.val_set, batch_size=cfg.train.batch_size, shuffle=False,
-                                num_workers=cfg.data.num_workers, collate_fn=collate)
+        if main:
+            save_config(cfg, self.run_dir / "config.yaml")
+            if self.encoder_report is not None:
+                write_text_atomic(self.run_dir / "encoder_weights.json", json.dumps(
+                    {"path": cfg.model.encoder_weights, **self.encoder_report}, indent=1))
+            if cfg.train.tensorboard:  # events a kill left past the resumed step are hidden
+                self.tb = TensorBoardLog(self.run_dir, purge_step=self.step + 1)
+        try:
+            return self._loop()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+                self.tb = None
+
+    def loaders(self) -> tuple[DataLoader, EpochSampler, DataLoader]:
+        """(train loader, its sampler, val loader), built once: workers persist across epochs."""
+        cfg, t = self.cfg, self.cfg.train
+        workers = cfg.data.num_workers
+        opts: dict[str, Any] = {"num_workers": workers, "collate_fn": collate,
+                                "pin_memory": t.pin_memory and self.device.type == "cuda"}
+        if workers > 0:
+            opts.update(persistent_workers=t.persistent_workers, prefetch_factor=t.prefetch_factor)
+        sampler = EpochSampler()
+        train_loader = DataLoader(EpochKeyed(self.train_set), batch_size=t.batch_size,
+                                  sampler=sampler,
+                                  drop_last=len(self.train_set) > t.batch_size * self.dist.world,
+                                  **opts)
+        val_loader = DataLoader(self.val_set, batch_size=t.batch_size, shuffle=False, **opts)
+        return train_loader, sampler, val_loader
+
+    def _loop(self) -> Path:
+        cfg = self.cfg
+        main = self.dist.is_main
+        loader, sampler, val_loader = self.loaders()
         last_metrics = self.history[-1]["val"] if self.history else {}
         while self.epoch < cfg.train.epochs:
             if cfg.train.max_steps and self.step >= cfg.train.max_steps:
@@ -375,37 +531,53 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             plan = self._epoch_plan()
             order, sums, counts = plan["order"], dict(plan["sums"]), dict(plan["counts"])
-            pos = int(plan["pos"])
-            loader = DataLoader(self.train_set, batch_size=cfg.train.batch_size,
-                                sampler=order[pos:].tolist(),
-                                drop_last=len(self.train_set) > cfg.train.batch_size,
-                                num_workers=cfg.data.num_workers, collate_fn=collate)
+            pos = int(plan["pos"])  # global samples done (every rank's)
+            sampler.set(self.epoch, self.dist.shard(order[pos:].tolist()))
             for module in self.trainable_modules():
                 module.train()
             t0 = time.time()
             bar = tqdm(loader, desc=f"{cfg.train.stage} epoch {self.epoch + 1}/{cfg.train.epochs}",
-                       leave=False, dynamic_ncols=True, disable=None)
+                       leave=False, dynamic_ncols=True, disable=None if main else True)
+            rate_t, rate_step, rate_samples = time.perf_counter(), self.step, 0
             for batch in bar:
+                step_before = self.step
                 logs = self.train_step(batch)
-                pos += len(batch["image"])
+                done = len(batch["image"]) * self.dist.world
+                pos = min(pos + done, len(order))
+                rate_samples += done
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
                 if logs:
                     bar.set_postfix(loss=f"{logs['loss']:.3f}")
+                if self.tb is not None and logs and self.step % cfg.train.log_every == 0:
+                    now = time.perf_counter()
+                    dt = max(now - rate_t, 1e-9)
+                    self.tb.step(self.step, logs, self.weighting.weights(),
+                                 self.optimizer.param_groups[0]["lr"], rate_samples / dt,
+                                 (self.step - rate_step) / dt)
+                    rate_t, rate_step, rate_samples = now, self.step, 0
                 if cfg.train.max_steps and self.step >= cfg.train.max_steps:
                     break
                 every = cfg.train.checkpoint_every
-                if logs and every and self.step % every == 0 and pos < len(order):
+                if self.step != step_before and every and self.step % every == 0 \
+                        and pos < len(order) and main:
                     self.partial = {"order": order, "pos": pos, "sums": sums, "counts": counts}
                     save_checkpoint(self.state(last_metrics), self.run_dir / "last.pt")
             bar.close()
             self.partial = None
-            train_means = {k: sums[k] / counts[k] for k in sums}
+            if self.dist.active:  # epoch means over every rank's steps (DWA and the record)
+                train_means = self.dist.mean_dict(sums, counts, self.dist.union(sums),
+                                                  self.device)
+            else:
+                train_means = {k: sums[k] / counts[k] for k in sums}
             self.weighting.end_epoch({k: v for k, v in train_means.items()
                                       if k in self.weighting.tasks})
             self.scheduler.step()
             self.epoch += 1
+            if not main:  # rank 0 validates and commits the epoch; wait for it
+                self.dist.barrier()
+                continue
             metrics, kept = evaluate(self.model, val_loader, len(self.info.classes),
                                      self.info.classes, self.device, self.info.max_depth,
                                      keep=cfg.train.montage_frames)
@@ -424,11 +596,14 @@ class Trainer:
             if improved:
                 save_checkpoint(state, self.run_dir / "best.pt")  # (2)
             self._write_metrics()  # (3)
-            if kept:
-                save_rgb_png(self.run_dir / "montage.png",
-                             montage(kept, self.info.palette, self.info.max_depth))
+            picture = montage(kept, self.info.palette, self.info.max_depth) if kept else None
+            if picture is not None:
+                save_rgb_png(self.run_dir / "montage.png", picture)
+            if self.tb is not None:
+                self.tb.epoch(self.step, record, picture)
             log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", self.epoch, cfg.train.epochs,
                      train_means.get("loss", float("nan")), summarize(metrics), record["time_s"])
+            self.dist.barrier()
         return self.run_dir
 
 
@@ -468,5 +643,18 @@ def train(cfg: ExperimentConfig, resume: bool = False, pseudo: Any = None,
     """
     check_run_dir(cfg.train.out_dir, resume, overwrite)  # refuse before building anything
     has_last = (Path(cfg.train.out_dir) / "last.pt").is_file()
-    trainer = Trainer(cfg, pseudo, load_pretrained=not (resume and has_last))
-    return trainer.fit(resume=resume, overwrite=overwrite)
+    ctx = distributed.from_env()  # torchrun's RANK / WORLD_SIZE / LOCAL_RANK, if any
+    owned = distributed.init(ctx, distributed.rank_device(ctx, train_device(cfg)))
+    try:
+        trainer = Trainer(cfg, pseudo, load_pretrained=not (resume and has_last))
+        return trainer.fit(resume=resume, overwrite=overwrite)
+    finally:
+        distributed.shutdown(owned)
+
+
+def train_device(cfg: ExperimentConfig) -> torch.device:
+    """train.device resolved (auto -> cuda if present); a missing GPU is one line at start."""
+    try:
+        return resolve_device(cfg.train.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.device: {exc}") from exc

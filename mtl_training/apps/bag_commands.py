@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from mtl_training.apps.command import Command, add_config_options
+from mtl_training.apps.command import Command, UserError, add_config_options
 from mtl_training.config import BagConfig, load_config
-from mtl_training.data.bags.extract import extract
+from mtl_training.data.bags.extract import PNG_COMPRESSION, extract
 from mtl_training.data.bags.reader import BagError, format_index, index_bag
 
 _TOPIC_OPTIONS = ("rgb-topic", "depth-topic", "rgb-info-topic", "depth-info-topic", "label-topic")
@@ -29,6 +30,11 @@ def _bag_args(p: argparse.ArgumentParser) -> None:
                      help="max colour/depth stamp difference, s (bag.sync_tolerance)")
     ext.add_argument("--min-gap", type=float, default=None, help="s between frames (bag.min_gap)")
     ext.add_argument("--stride", type=int, default=None, help="keep every N-th pair (bag.stride)")
+    ext.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                     help="threads registering and encoding frames (default: min(4, cores))")
+    ext.add_argument("--png-compression", type=int, default=PNG_COMPRESSION, choices=range(10),
+                     metavar="0..9", help="zlib level of the PNGs, all lossless (default "
+                     f"{PNG_COMPRESSION}: fastest, ~1.7x the size of level 6)")
     for action in (idx, ext):  # the sub-parsers need the common options too
         add_config_options(action)
 
@@ -62,13 +68,17 @@ def _run_bag(args: argparse.Namespace) -> int:
             args.json.write_text(json.dumps(out, indent=1))
         return 0
     cfg, max_depth = bag_config_from_args(args)
-    reports, totals = extract(args.bags, args.out, cfg, max_depth, progress=sys.stderr.isatty())
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    reports, totals = extract(args.bags, args.out, cfg, max_depth, progress=sys.stderr.isatty(),
+                              workers=args.workers, png_compression=args.png_compression)
     for r in reports:
         print(r.summary())
     split = (f"train {totals['train']}, val {totals['val']}" if totals["held_out"] else
              "too few for a held-out split: train and val read all of them")
     print(f"dataset {args.out}: {totals['frames']} frames ({split}); wrote "
-          f"{totals['written']} in {totals['seconds']:.1f} s ({totals['fps']:.1f} frames/s)")
+          f"{totals['written']} in {totals['seconds']:.1f} s ({totals['fps']:.1f} frames/s, "
+          f"{totals['workers']} workers)")
     return 0
 
 

@@ -6,6 +6,12 @@ label (segmentation); keep a pixel's argmax only where the softmax confidence re
 is one PNG and one journal line in the store (store.py), so an interrupted run continues where
 it stopped, and the manifest records per-frame coverage and, where ground truth was held back,
 the accuracy of the kept pixels.
+
+Under torchrun the frames are shared out: every rank checks the folder the same way, rank 0 writes
+the manifest header, each rank labels every world-th frame still to do and appends its journal
+lines (one O_APPEND write per line, on a local disk), the per-class confidence histogram is summed
+over ranks, and rank 0 writes the final manifest from the journal once every rank has finished.
+The folder is the same as one process writes (same files, same manifest).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from tqdm import tqdm
 
 from mtl_perception.core.contracts import IGNORE_INDEX
 from mtl_perception.core.fileio import write_json_atomic
+from mtl_training import distributed
 from mtl_training.config import PseudoLabelConfig
 from mtl_training.data.datasets import MultiTaskDataset
 from mtl_training.data.identity import dataset_identity, same_dataset
@@ -224,9 +231,25 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
     `max_frames` > 0 stops after that many new frames (a time-sliced run; call again to finish).
     `cache` (a dict kept by the caller) reuses teacher outputs across calls, e.g. a tau sweep.
     Returns the manifest's summary; the manifest says "complete": true once every frame is done.
+    Launched by torchrun, the ranks share the frames (module docstring).
     """
-    out = Path(out)
-    device = torch.device(device)
+    ctx = distributed.from_env()
+    device = distributed.rank_device(ctx, torch.device(device))
+    owned = distributed.init(ctx, device)
+    try:
+        ctx = distributed.current()
+        teacher.model.to(device)  # frozen and never wrapped: each rank holds its own copy
+        return _run(teacher, dataset, Path(out), cfg, device, overwrite, max_frames, progress,
+                    cache, ctx)
+    finally:
+        distributed.shutdown(owned)
+
+
+def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: PseudoLabelConfig,
+         device: torch.device, overwrite: bool, max_frames: int, progress: bool,
+         cache: dict | None, ctx: distributed.Dist) -> dict[str, Any]:
+    main = ctx.is_main
+    progress = progress and main
     task, classes = teacher.target, list(dataset.info.classes)
     if task == "seg" and cfg.mode not in MODES:
         raise PseudoLabelError(f"Unknown pseudo.mode '{cfg.mode}' (available: {', '.join(MODES)})")
@@ -261,9 +284,11 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
                     f"{manifest_path} was written with other settings ({key}: "
                     f"{previous.get(key)!r} != {value!r}); choose another --out or pass "
                     "--overwrite")
-    if overwrite and (out / JOURNAL).is_file():
-        (out / JOURNAL).unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()  # every rank has read the old folder before rank 0 changes it
+    if main:
+        if overwrite and (out / JOURNAL).is_file():
+            (out / JOURNAL).unlink()
+        out.mkdir(parents=True, exist_ok=True)
 
     thresholds = None
     if task == "seg":
@@ -273,19 +298,26 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
             hist = None
             if cfg.mode == "per_class":  # pass 1: each class's confidence distribution
                 hist = np.zeros((len(classes), CONF_BINS), np.int64)
-                for _, (conf, arg) in _teacher_outputs(teacher, dataset, indices, cfg.batch_size,
+                share = indices[ctx.rank::ctx.world]  # every frame on exactly one rank
+                for _, (conf, arg) in _teacher_outputs(teacher, dataset, share, cfg.batch_size,
                                                        device, cache, "confidences", progress):
                     hist += confidence_histogram(conf, arg, len(classes))
+                if ctx.active:
+                    total = torch.from_numpy(hist).to(device)
+                    hist = ctx.sum_(total).cpu().numpy()
             thresholds = class_thresholds(len(classes), cfg.tau, cfg.mode, hist,
                                           cfg.per_class_quantile)
     header = {**settings, "thresholds": None if thresholds is None else thresholds.tolist(),
               "planned": planned}
-    write_json_atomic(manifest_path, {**header, "complete": False, "frames": {}})
+    if main:
+        write_json_atomic(manifest_path, {**header, "complete": False, "frames": {}})
+    ctx.barrier()
 
     done = read_journal(out)
     todo = [i for i, fid in zip(indices, planned, strict=True) if fid not in done]
     if max_frames > 0:
         todo = todo[:max_frames]
+    todo = todo[ctx.rank::ctx.world]  # this rank's share (all of it for one process)
     with (out / JOURNAL).open("a") as journal:
         for item, result in _teacher_outputs(teacher, dataset, todo, cfg.batch_size, device,
                                              cache, f"pseudo-label {task}", progress):
@@ -303,9 +335,15 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
             journal.flush()
             done[item.frame_id] = rec
 
+    if ctx.active:  # every rank's lines are in the journal once all have finished
+        ctx.barrier()
+        done = read_journal(out)
     records = {fid: done[fid] for fid in planned if fid in done}
     complete = len(records) == len(planned)
     summary = summarize_records(records, task, classes)
-    write_json_atomic(manifest_path, {**header, "complete": complete, "summary": summary,
-                                      "frames": records})
+    if main:
+        write_json_atomic(manifest_path, {**header, "complete": complete, "summary": summary,
+                                          "frames": records})
+    ctx.barrier()
     return {**summary, "complete": complete, "planned": len(planned)}
+

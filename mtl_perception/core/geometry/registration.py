@@ -22,6 +22,68 @@ def needs_registration(depth_camera: PinholeCamera, colour_camera: PinholeCamera
     return T_colour_depth is not None and not np.allclose(T_colour_depth, np.eye(4), atol=1e-6)
 
 
+class DepthRegistration:
+    """register_depth for one camera pair, with everything that depends only on the cameras
+    computed once: per depth pixel the colour-camera ray K_c R K_d^-1 [u, v, 1], so a frame costs
+    one multiply-add per coordinate, a divide, and the z-buffer splat (a bag's frames all share
+    one pair: extraction builds this once per bag). Calls only read the tables, so threads may
+    share one (pass `depth_shape` to build them up front)."""
+
+    def __init__(self, depth_camera: PinholeCamera, colour_camera: PinholeCamera,
+                 T_colour_depth: np.ndarray | None = None,
+                 depth_shape: tuple[int, int] | None = None) -> None:
+        self.depth_camera, self.colour_camera = depth_camera, colour_camera
+        T = np.eye(4) if T_colour_depth is None else np.asarray(T_colour_depth, np.float64)
+        self.T = T
+        self._shape: tuple[int, int] | None = None
+        self._rays = np.empty((3, 0))
+        Kc = colour_camera.matrix().astype(np.float64)
+        self._KcR, self._b = Kc @ T[:3, :3], Kc @ T[:3, 3]  # [3, 3], [3]
+        scale = max(colour_camera.fx / depth_camera.fx, colour_camera.fy / depth_camera.fy)
+        self.k = int(min(4, max(1, np.ceil(scale - 1e-6))))  # colour pixels per depth pixel
+        if depth_shape is not None:  # built now, so threads sharing this never race to build it
+            self._rays_for(tuple(depth_shape))
+
+    def _rays_for(self, shape: tuple[int, int]) -> np.ndarray:
+        """[3, Hd * Wd] K_c R K_d^-1 [u, v, 1] for every depth pixel (cached per size)."""
+        if self._shape != shape:
+            h, w = shape
+            v, u = np.mgrid[0:h, 0:w]
+            ones = np.ones(h * w)
+            rays = self.depth_camera.back_project(u.reshape(-1), v.reshape(-1), ones)
+            self._rays, self._shape = self._KcR @ rays, shape
+        return self._rays
+
+    def __call__(self, depth: np.ndarray) -> np.ndarray:
+        """float32 [Hd, Wd] metres -> float32 [H, W] metres in the colour camera."""
+        H, W = self.colour_camera.size
+        k = self.k
+        z = depth.reshape(-1).astype(np.float64)  # [N], every depth pixel (no gathers)
+        rays = self._rays_for(depth.shape)  # [3, N]
+        Z = rays[2] * z + self._b[2]  # depth along the colour axis
+        hit = (z > 0) & (Z > 1e-6)  # a valid depth pixel in front of the colour camera
+        Zs = np.where(hit, Z, 1.0)  # stand-in where not: those never reach the splat
+        half = (k - 1) / 2.0 - 0.5
+        # the k x k block's corner: floor(u - (k - 1) / 2 + 0.5), clipped so it casts safely
+        u0 = np.floor((rays[0] * z + self._b[0]) / Zs - half)
+        v0 = np.floor((rays[1] * z + self._b[1]) / Zs - half)
+        np.clip(u0, -k - 1, W + 1, out=u0)
+        np.clip(v0, -k - 1, H + 1, out=v0)
+        ui, vi = u0.astype(np.int64), v0.astype(np.int64)
+        base = vi * W + ui
+        dump = H * W  # one extra cell receives every splat that misses the image
+        out = np.full(dump + 1, np.inf)
+        in_u = [(ui >= -du) & (ui < W - du) for du in range(k)]
+        for dv in range(k):
+            rows = hit & (vi >= -dv) & (vi < H - dv)
+            for du in range(k):
+                idx = np.where(rows & in_u[du], base + (dv * W + du), dump)
+                np.minimum.at(out, idx, Z)
+        out = out[:dump]
+        out[np.isinf(out)] = 0.0
+        return out.reshape(H, W).astype(np.float32)
+
+
 def register_depth(depth: np.ndarray, depth_camera: PinholeCamera, colour_camera: PinholeCamera,
                    T_colour_depth: np.ndarray | None = None) -> np.ndarray:
     """Re-project a depth image into the colour camera.
@@ -38,23 +100,4 @@ def register_depth(depth: np.ndarray, depth_camera: PinholeCamera, colour_camera
         depth pixel covers ceil(f_colour / f_depth) colour pixels so an upsampled depth image
         does not come out as a sparse grid.
     """
-    H, W = colour_camera.size
-    T = np.eye(4) if T_colour_depth is None else np.asarray(T_colour_depth, np.float64)
-    v, u = np.nonzero(depth > 0)
-    P = depth_camera.back_project(u, v, depth[v, u])  # [3, N] in the depth frame
-    P = T[:3, :3] @ P + T[:3, 3:4]  # [3, N] in the colour frame
-    P = P[:, P[2] > 1e-6]
-    Z = P[2]
-    uc, vc = colour_camera.project(P)
-    scale = max(colour_camera.fx / depth_camera.fx, colour_camera.fy / depth_camera.fy)
-    k = int(min(4, max(1, np.ceil(scale - 1e-6))))
-    u0 = np.floor(uc - (k - 1) / 2.0 + 0.5).astype(np.int64)
-    v0 = np.floor(vc - (k - 1) / 2.0 + 0.5).astype(np.int64)
-    out = np.full(H * W, np.inf)
-    for du in range(k):
-        for dv in range(k):
-            ui, vi = u0 + du, v0 + dv
-            ok = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
-            np.minimum.at(out, vi[ok] * W + ui[ok], Z[ok])
-    out[~np.isfinite(out)] = 0.0
-    return out.reshape(H, W).astype(np.float32)
+    return DepthRegistration(depth_camera, colour_camera, T_colour_depth)(depth)

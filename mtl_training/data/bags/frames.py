@@ -11,6 +11,11 @@ whose bytes are not a header is undecodable (`bad`); a stamp of 0 cannot be plac
 dropped, unless a topic's stamps are ALL 0 (a driver without a clock), in which case every topic
 is paired by the bag's receive time instead (`stamp_source` "receive", said in the summary); a
 stamp repeated on one topic keeps its first message in bag order (`duplicate_stamps`).
+
+`pending_frames` yields each frame before its depth is registered (a PendingFrame, whose
+`frame()` registers it with the bag's one DepthRegistration), so extraction can register and
+encode frames on worker threads while the reader goes on; `read_synced_frames` is the same
+stream with every frame registered in place.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from mtl_perception.core.camera import PinholeCamera
 from mtl_perception.core.codecs import depth_image_to_metres
 from mtl_perception.core.contracts import RecordedFrame
-from mtl_perception.core.geometry.registration import register_depth
+from mtl_perception.core.geometry.registration import DepthRegistration
 from mtl_training.config import BagConfig
 from mtl_training.data.bags.calibration import extrinsic, read_calibration, registration_mode
 from mtl_training.data.bags.decode import REP118_SCALE, decode_colour, decode_label
@@ -122,10 +127,47 @@ class BagReport:
 ROLES = {"rgb": "colour", "depth": "depth", "label": "label"}  # topic key -> report wording
 
 
+@dataclass
+class PendingFrame:
+    """A decoded frame whose depth is still in the depth camera: `frame()` registers it (pure
+    numpy, safe on any thread; the registration's tables are shared by the bag's frames)."""
+
+    stamp_ns: int
+    rgb: np.ndarray
+    raw_depth: np.ndarray | None  # float32 metres in the depth camera
+    seg: np.ndarray | None
+    K: np.ndarray | None
+    frame_id: str
+    depth_stamp_ns: int | None
+    registration: DepthRegistration | None  # None: depth already pixel-aligned with colour
+
+    def frame(self) -> RecordedFrame:
+        depth = self.raw_depth
+        if depth is not None and self.registration is not None:
+            depth = self.registration(depth)
+        return RecordedFrame(self.stamp_ns, self.rgb, depth, self.seg, self.K, self.frame_id,
+                             self.depth_stamp_ns)
+
+
 def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                        skip_stamps: Set[int] = frozenset(),
                        keep_unpaired: bool = False) -> Iterator[RecordedFrame]:
     """Yield the bag's paired, registered frames in the bag's recorded order.
+
+    Frames whose colour stamp is in `skip_stamps` are planned but not decoded (already cached).
+    `keep_unpaired` also yields colour frames without depth in tolerance (depth None): replay
+    publishes every colour frame, training keeps only pairs.
+    Everything that goes wrong per message is counted in `report`; a bag that cannot be opened or
+    used raises BagError.
+    """
+    for pending in pending_frames(path, cfg, report, skip_stamps, keep_unpaired):
+        yield pending.frame()
+
+
+def pending_frames(path: str | Path, cfg: BagConfig, report: BagReport,
+                   skip_stamps: Set[int] = frozenset(),
+                   keep_unpaired: bool = False) -> Iterator[PendingFrame]:
+    """read_synced_frames without the registration: each frame's `frame()` does it.
 
     Frames whose colour stamp is in `skip_stamps` are planned but not decoded (already cached).
     `keep_unpaired` also yields colour frames without depth in tolerance (depth None): replay
@@ -215,6 +257,7 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
         depth_buf: dict[int, np.ndarray] = {}
         label_buf: dict[int, object] = {}
         register: bool | None = None
+        registrations: dict[tuple[tuple[int, ...], tuple[int, ...]], DepthRegistration] = {}
         seen: dict[str, set[int]] = {t: set() for t in by_topic}  # first message per stamp only
         for conn, ts, raw in safe_messages(reader, conns, report.stream_error):
             try:
@@ -249,19 +292,20 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
             for c in ready(todo, colour_buf, depth_buf, label_buf, label_for):
                 rgb = colour_buf.pop(c)
                 d = todo.pop(c)
-                depth = None
+                raw_depth, registration = None, None
                 if d is not None:
                     raw_depth = depth_buf[d]
                     if register is None:
                         register, report.registration = _registration_mode(
                             raw_depth.shape, rgb.shape[:2], cam_d, cam_c, T, report, path)
                     if register:
-                        h, w = rgb.shape[:2]
-                        dh, dw = raw_depth.shape
-                        depth = register_depth(raw_depth, cam_d.resized(dw, dh),
-                                               cam_c.resized(w, h), T)
-                    else:
-                        depth = raw_depth
+                        key = (raw_depth.shape, rgb.shape[:2])
+                        if key not in registrations:  # one table per (depth, colour) size
+                            h, w = rgb.shape[:2]
+                            dh, dw = raw_depth.shape
+                            registrations[key] = DepthRegistration(
+                                cam_d.resized(dw, dh), cam_c.resized(w, h), T, (dh, dw))
+                        registration = registrations[key]
                     depth_users[d] -= 1
                     if depth_users[d] == 0:
                         depth_buf.pop(d)
@@ -272,7 +316,7 @@ def read_synced_frames(path: str | Path, cfg: BagConfig, report: BagReport,
                         seg = decode_label(label_buf[lab], rgb.shape[:2])
                     except Exception:  # counted; the frame keeps rgb + depth
                         report.bad_message(topics["label"])
-                yield RecordedFrame(c, rgb, depth, seg, K_c, colour_frame, d)
+                yield PendingFrame(c, rgb, raw_depth, seg, K_c, colour_frame, d, registration)
 
 
 def _registration_mode(depth_hw: tuple[int, int], colour_hw: tuple[int, int],
