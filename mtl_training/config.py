@@ -90,8 +90,8 @@ STAGES = ("teacher", "student")
 class DataConfig:
     """Where samples come from and which labels each frame keeps."""
 
-    name: str = "synthetic"  # synthetic | folder (a bag extract is a folder dataset)
-    root: str | None = None  # dataset folder (data.name=folder)
+    name: str = "synthetic"  # synthetic | folder (a bag extract) | nyuv2 | cityscapes
+    root: str | None = None  # dataset folder (folder, nyuv2, cityscapes: docs/datasets.md)
     seed: int = 0  # synthetic world seed; also drives label subsets
     train_frames: int = 600  # synthetic: frames rendered for training
     val_frames: int = 60  # synthetic: held-out frames (rendered from a disjoint index range)
@@ -99,7 +99,14 @@ class DataConfig:
     width: int = 128  # network input width, pixels
     render_height: int = 120  # synthetic: rendered size before resizing to height x width
     render_width: int = 160
-    max_depth: float = 10.0  # metres; depth beyond is invalid
+    max_depth: float | None = None  # metres; depth beyond is invalid. None = the dataset's own
+    #                                 range (synthetic 10, folder: dataset.json, nyuv2 10,
+    #                                 cityscapes 100); model.max_depth must cover it
+    classes: int | None = None  # nyuv2: 13 | 40 (None = 13); cityscapes: 7 | 19 (None = 7)
+    depth_target: str = "depth"  # depth (metres) | inverse (1/m: XTasC-Net/MTAN Cityscapes)
+    val_fraction: float = 0.1  # of the training split, held out to choose best.pt when the
+    #                            dataset has no validation split distinct from test; 0 = use test
+    train_count: int | None = None  # nyuv2/cityscapes: train on this many frames (seeded)
     seg_fraction: float = 1.0  # fraction of training frames that keep segmentation labels
     depth_fraction: float = 1.0  # fraction of training frames that keep depth labels
     seg_count: int | None = None  # exact count instead of a fraction (paper split: 250)
@@ -189,6 +196,14 @@ class TrainConfig:
     montage_frames: int = 4  # validation frames in the per-epoch montage PNG
     # optimiser steps between mid-epoch saves of last.pt (what a kill can lose); 0 = per epoch only
     checkpoint_every: int = 0
+    # -- scale (docs/training_at_scale.md) --
+    tensorboard: bool = True  # TensorBoard events in <out_dir>/tb (needs the `train` extra)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on tensor-core GPUs)
+    compile: bool = False  # torch.compile the training forward (first steps compile)
+    sync_batchnorm: bool = True  # torchrun: BatchNorm statistics over the global batch
+    pin_memory: bool = True  # page-locked batches for async host->GPU copies (CUDA only)
+    persistent_workers: bool = True  # keep DataLoader workers between epochs (data.num_workers>0)
+    prefetch_factor: int = 2  # batches each DataLoader worker prepares ahead
 
     def validate(self, prefix: str = "train") -> None:
         """Raise ConfigError naming the first key outside its allowed values (RULES)."""
@@ -287,7 +302,10 @@ RULES: dict[type, dict[str, Rule]] = {
     DataConfig: {
         "seed": SEED, "train_frames": ints(1), "val_frames": ints(0),
         "height": _SIDE, "width": _SIDE, "render_height": _SIDE, "render_width": _SIDE,
-        "max_depth": _POSITIVE, "seg_fraction": _FRACTION, "depth_fraction": _FRACTION,
+        "max_depth": optional(_POSITIVE), "classes": optional(ints(1, 65535)),
+        "depth_target": choice("depth", "inverse"), "val_fraction": numbers(0.0, 0.9),
+        "train_count": optional(ints(1)),
+        "seg_fraction": _FRACTION, "depth_fraction": _FRACTION,
         "seg_count": optional(ints(0)), "depth_count": optional(ints(0)),
         "seg_frames": optional(frame_indices()), "depth_frames": optional(frame_indices()),
         "pseudo_weight": _NONNEG, "min_epoch_frames": ints(0), "num_workers": ints(0, 256),
@@ -307,6 +325,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "device": DEVICE, "amp": choice("auto", "off", "bf16", "fp16"), "seed": SEED,
         "num_threads": ints(0, 1024), "max_steps": ints(0), "log_every": ints(1),
         "montage_frames": ints(0, 64), "checkpoint_every": ints(0),
+        "prefetch_factor": ints(1, 64),
     },
     PseudoLabelConfig: {
         "tau": numbers(0.0, 1.0, low_open=True), "mode": choice("global", "per_class"),

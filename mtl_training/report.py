@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from mtl_perception.core.labels import colorize_labels
+from mtl_perception.core.metrics import delta_m, flatten
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float) -> np.ndarray:
@@ -64,3 +65,44 @@ def markdown_table(rows: list[dict[str, object]], columns: list[str] | None = No
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(show(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(out)
+
+
+CONVENTIONS = (
+    "Conventions: segmentation from one confusion matrix over the whole split (mIoU over the "
+    "classes present in ground truth or prediction; pixel accuracy over labelled pixels; 255 "
+    "ignored), as LibMTL; `mIoU/image` is mtan / xtask_mt's per-image mean. Depth errors are "
+    "per-pixel means over the whole split, over valid pixels only (ground truth > 0.001 and <= "
+    "the dataset's max_depth); mtan / LibMTL / xtask_mt average per-batch means. delta1 = share "
+    "of pixels with max(p/t, t/p) < 1.25. Delta_m = mean over (mIoU, pix acc, abs err, rel err) "
+    "of +-(M - M_base) / M_base, in %.")
+
+
+def metrics_report(metrics: dict[str, dict], title: str, depth_unit: str = "m",
+                   baseline: dict[str, dict] | None = None) -> str:
+    """Markdown: both metric families (13-class: mIoU, pix acc, abs/rel err; 40-class: mIoU,
+    RMSE), delta1, per-image mIoU, Delta_m against `baseline`, per-class IoU, the conventions."""
+    from_seg, from_depth = metrics.get("seg", {}), metrics.get("depth", {})
+
+    def v(group: dict, key: str, fmt: str = ".4f") -> str:
+        x = group.get(key)
+        return format(x, fmt) if isinstance(x, (int, float)) else "-"
+
+    lines = [f"## {title}", "",
+             "| family | mIoU | pix acc | abs err | rel err | RMSE | delta<1.25 | mIoU/image |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| 13-class (MTAN, XTasC-Net): mIoU, pix acc, abs/rel err | {v(from_seg, 'miou')} "
+             f"| {v(from_seg, 'pixel_acc')} | {v(from_depth, 'abs_err')} "
+             f"| {v(from_depth, 'rel_err')} | | | |",
+             f"| 40-class (Erkent): mIoU, RMSE | {v(from_seg, 'miou')} | | | "
+             f"| {v(from_depth, 'rmse')} | | |",
+             f"| also | | | | | {v(from_depth, 'rmse')} | {v(from_depth, 'delta1')} "
+             f"| {v(from_seg, 'miou_per_image')} |", "",
+             f"Depth errors in {depth_unit}."]
+    if baseline is not None:
+        dm = delta_m(flatten(metrics), flatten(baseline))
+        lines.append(f"Delta_m against the baseline: {dm:+.2f} %")
+    per_class = from_seg.get("per_class_iou") or {}
+    if per_class:
+        lines += ["", markdown_table([{"class": k, "IoU": float(x)} for k, x in per_class.items()])]
+    lines += ["", CONVENTIONS]
+    return "\n".join(lines) + "\n"

@@ -1,8 +1,16 @@
 """Stateful metrics (update / compute / reset), shared by training, evaluation and bag replay.
 
-Segmentation: confusion-matrix mIoU (mean over classes present in the ground truth or the
-prediction), pixel accuracy, per-class IoU. Depth, over valid ground-truth pixels: absolute error,
-relative error, RMSE, delta < 1.25. Delta_m compares a model against a baseline (METHOD.md B).
+Conventions (docs/datasets.md compares them with LibMTL, mtan and xtask_mt):
+- Segmentation: one confusion matrix over the whole set; mIoU = mean IoU over the classes present
+  in the ground truth or the prediction, pixel accuracy = correct / labelled pixels (ignore 255
+  excluded), per-class IoU. LibMTL computes the same. `miou_per_image` is mtan / xtask_mt's
+  `compute_miou` (each image's mean IoU over the classes in its prediction or ground truth,
+  averaged over images), reported beside it so their tables can be compared.
+- Depth, per pixel over the whole set, valid where ground truth > min_depth (and <= max_depth):
+  absolute error, relative error |p - t| / t, RMSE, delta < 1.25 (max(p/t, t/p) < 1.25).
+  LibMTL / mtan / xtask_mt average per-batch pixel means instead (equal when every batch holds
+  as many valid pixels).
+- Delta_m compares a model against a baseline (METHOD.md B).
 """
 
 from __future__ import annotations
@@ -22,17 +30,31 @@ class SegMetrics:
 
     def reset(self) -> None:
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self.image_miou_sum = 0.0  # mtan's per-image mIoU, summed over scored images
+        self.images = 0
+        self.out_of_range = 0  # ground-truth pixels neither a class nor ignore (not scored)
+        self.out_of_range_ids: set[int] = set()
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
-        """pred, target: integer class maps of equal shape; 255 in target is ignored."""
+        """pred, target: integer class maps of equal shape (one image); 255 in target is
+        ignored; other target ids outside the classes are counted in `out_of_range`."""
         pred = np.asarray(pred).reshape(-1).astype(np.int64)
         target = np.asarray(target).reshape(-1).astype(np.int64)
         valid = (target != IGNORE_INDEX) & (target >= 0) & (target < self.num_classes)
+        bad = ~valid & (target != IGNORE_INDEX)
+        if bad.any():
+            self.out_of_range += int(bad.sum())
+            self.out_of_range_ids.update(int(v) for v in np.unique(target[bad])[:16])
         pred, target = pred[valid], target[valid]
         pred = np.clip(pred, 0, self.num_classes - 1)
-        self.confusion += np.bincount(target * self.num_classes + pred,
-                                      minlength=self.num_classes ** 2
-                                      ).reshape(self.num_classes, self.num_classes)
+        cm = np.bincount(target * self.num_classes + pred, minlength=self.num_classes ** 2
+                         ).reshape(self.num_classes, self.num_classes)
+        self.confusion += cm
+        tp = np.diag(cm)
+        union = cm.sum(0) + cm.sum(1) - tp
+        if (union > 0).any():
+            self.image_miou_sum += float((tp[union > 0] / union[union > 0]).mean())
+            self.images += 1
 
     def compute(self) -> dict[str, float | dict[str, float]]:
         cm = self.confusion.astype(np.float64)
@@ -46,6 +68,7 @@ class SegMetrics:
         return {
             "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
             "pixel_acc": float(tp.sum() / total) if total else float("nan"),
+            "miou_per_image": self.image_miou_sum / self.images if self.images else float("nan"),
             "per_class_iou": {n: float(v) for n, v in zip(self.class_names, iou, strict=True)
                               if not math.isnan(v)},
         }

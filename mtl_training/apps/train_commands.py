@@ -8,19 +8,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mtl_perception.core.artifact import load_artifact, read_metadata
 from mtl_perception.core.device import resolve_device
 from mtl_training.apps.command import Command, UserError, config_from_args
 from mtl_training.checkpoint import load_checkpoint, model_from_checkpoint
 from mtl_training.config import ExperimentConfig, apply_override
-from mtl_training.data import build_datasets
-from mtl_training.data.datasets import collate
+from mtl_training.data.sources import SPLITS
 from mtl_training.data.sources.synthetic import write_synthetic_folder
-from mtl_training.evaluate import evaluate
-from mtl_training.export import export_run
+from mtl_training.distributed import from_env
+from mtl_training.evaluate import evaluate_split, evaluation_config, read_metrics
+from mtl_training.export import export_onnx, export_run
 from mtl_training.pseudo.store import PseudoLabelStore
+from mtl_training.report import metrics_report
+from mtl_training.tblog import tensorboard_command
 from mtl_training.trainer import summarize, train
 
 
@@ -67,9 +68,13 @@ def _train(args: argparse.Namespace) -> None:
     if args.out is not None:
         cfg.train.out_dir = str(args.out)
     cfg.validate()  # the overrides above came after load_config's check
+    main = from_env().is_main  # under torchrun only rank 0 speaks
+    if main and cfg.train.tensorboard:
+        print(f"{stage} run: {cfg.train.out_dir}  watch it with: "
+              f"{tensorboard_command(Path(cfg.train.out_dir).parent)}", flush=True)
     run_dir = train(cfg, resume=args.resume, pseudo=_pseudo_store(cfg), overwrite=args.overwrite)
     best = run_dir / "best.pt"
-    if best.is_file():
+    if main and best.is_file():
         ckpt = load_checkpoint(best)
         print(f"{stage} run: {run_dir}  best (epoch {ckpt['epoch']}): {summarize(ckpt['metrics'])}")
 
@@ -82,20 +87,26 @@ def _pseudo_store(cfg: ExperimentConfig) -> PseudoLabelStore | None:
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="run directory (best.pt) or exported .safetensors")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    p.add_argument("--split", choices=SPLITS, default="val",
+                   help="split to score: val (what chose best.pt, default), test (the held-out "
+                        "split to report), train; without --config, the run's own config")
+    p.add_argument("--baseline", type=Path, default=None, metavar="METRICS.json",
+                   help="another model's --json output on the same split: adds Delta_m")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    cfg = config_from_args(args)
+    cfg = evaluation_config(args.model, args.config, args.set)
     try:
         device = resolve_device(cfg.train.device)
     except ValueError as exc:
         raise UserError(f"train.device: {exc}") from exc
     model = _load_any_model(args.model, device)
-    _, val = build_datasets(cfg.data)
-    loader = DataLoader(val, batch_size=cfg.train.batch_size, collate_fn=collate)
-    metrics, _ = evaluate(model, loader, len(val.info.classes), val.info.classes, device,
-                          val.info.max_depth)
+    baseline = read_metrics(args.baseline) if args.baseline else None
+    metrics, info, frames = evaluate_split(model, cfg, args.split, device)
     print(summarize(metrics))
+    unit = "1/m" if cfg.data.depth_target == "inverse" else "m"
+    print(metrics_report(metrics, f"{info.name}, split {args.split} ({frames} frames)", unit,
+                         baseline))
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=1, default=float))
 
@@ -115,16 +126,31 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="training run directory")
     p.add_argument("--out", required=True, type=Path, help="artifact path (.safetensors)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--onnx", type=Path, default=None, metavar="FILE.onnx",
+                   help="also write an ONNX model (opset 18, same metadata), checked against "
+                        "PyTorch on sample inputs; fails beyond the stated tolerance")
+    p.add_argument("--onnx-dynamic", action="store_true",
+                   help="with --onnx: symbolic height/width (any input size) instead of the "
+                        "artifact's fixed size")
 
 
 def _export(args: argparse.Namespace) -> None:
     if args.out.suffix != ".safetensors":
         raise UserError(f"--out must end in .safetensors, got {args.out}")
+    if args.onnx is not None and args.onnx.suffix != ".onnx":
+        raise UserError(f"--onnx must end in .onnx, got {args.onnx}")
+    if args.onnx_dynamic and args.onnx is None:
+        raise UserError("--onnx-dynamic needs --onnx FILE.onnx")
     path = export_run(args.run_dir, args.out, args.checkpoint)
     meta = read_metadata(path)
     h, w = meta.input_size
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {meta.architecture.encoder}, "
           f"{len(meta.classes)} classes, input {h}x{w}")
+    if args.onnx is not None:
+        check = export_onnx(path, args.onnx, dynamic=args.onnx_dynamic)
+        size = "dynamic size" if check.dynamic else f"input {h}x{w}"
+        print(f"wrote {check.path} ({check.path.stat().st_size / 1e6:.1f} MB, opset "
+              f"{check.opset}, {size}): {check.summary()}")
 
 
 SYNTH = Command("synth", "render the procedural RGB-D world into a folder dataset", _synth_args,
@@ -132,5 +158,5 @@ SYNTH = Command("synth", "render the procedural RGB-D world into a folder datase
 TRAIN = Command("train", "train the teacher or the student", _train_args, _train)
 EVALUATE = Command("evaluate", "score a run or an artifact on the config's validation split",
                    _evaluate_args, _evaluate)
-EXPORT = Command("export", "write the deployable student artifact (.safetensors)", _export_args,
-                 _export)
+EXPORT = Command("export", "write the deployable student artifact (.safetensors, optionally .onnx)",
+                 _export_args, _export)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtl_perception.core.contracts import FrameSource
-from mtl_training.config import DataConfig
+from mtl_perception.core.contracts import DatasetInfo, FrameSource
+from mtl_training.config import ConfigError, DataConfig, ModelConfig
 from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
 from mtl_training.data.identity import dataset_identity
-from mtl_training.data.sources import build_sources
+from mtl_training.data.sources import build_source, build_sources
 
-__all__ = ["build_datasets", "build_sources", "datasets_from_sources", "label_subsets"]
+__all__ = ["build_datasets", "build_source", "build_sources", "build_split",
+           "check_depth_range", "datasets_from_sources", "label_subsets"]
 
 
 def label_subsets(cfg: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,3 +46,19 @@ def datasets_from_sources(cfg: DataConfig, sources: tuple[FrameSource, FrameSour
     train = MultiTaskDataset(train_src, size, cfg.augment, keep_seg, keep_depth, pseudo, cfg.seed)
     val = MultiTaskDataset(val_src, size, False, seed=cfg.seed)
     return train, val
+
+
+def build_split(cfg: DataConfig, split: str) -> MultiTaskDataset:
+    """One split (`train`, `val`, `test`) as evaluation reads it: every label, no augmentation."""
+    return MultiTaskDataset(build_source(cfg, split), (cfg.height, cfg.width), False,
+                            seed=cfg.seed)
+
+
+def check_depth_range(model: ModelConfig, info: DatasetInfo) -> None:
+    """model.max_depth (the depth head's upper bound) must cover the dataset's depth range:
+    a head bounded below the data saturates and cannot learn the far pixels."""
+    if "depth" in model.tasks and model.max_depth < info.max_depth:
+        raise ConfigError(f"model.max_depth: {model.max_depth:g} but dataset '{info.name}' has "
+                          f"depth up to {info.max_depth:g} (its max_depth): set "
+                          f"model.max_depth={info.max_depth:g}, or data.max_depth lower to "
+                          "treat farther depth as invalid")

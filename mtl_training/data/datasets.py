@@ -81,6 +81,9 @@ class MultiTaskDataset(Dataset):
         self.pseudo = pseudo
         self.seed = seed
         self.epoch = 0
+        # a source whose depth channel holds 1/m (Cityscapes depth_target=inverse) scales the
+        # other way under scale-crop
+        self.inverse_depth = getattr(source, "depth_target", "depth") == "inverse"
 
     def __len__(self) -> int:
         return len(self.source)
@@ -90,6 +93,9 @@ class MultiTaskDataset(Dataset):
         self.epoch = epoch
 
     def frame_id(self, index: int) -> str:
+        listed = getattr(self.source, "frame_ids", None)  # nyuv2 / cityscapes: no image read
+        if callable(listed):
+            return str(listed()[index])
         return str(self.source.frame(index).meta.get("frame_id", f"{index:06d}"))
 
     def _label(self, gt: np.ndarray | None, keep: bool, task: str, pseudo_task: str,
@@ -111,7 +117,8 @@ class MultiTaskDataset(Dataset):
         depth, depth_source = self._label(raw.depth, self.keep_depth[index], "depth", pseudo_task,
                                           frame_id)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        sample = make_sample(raw.rgb, depth, seg, self.size, raw.K, self.augment, rng)
+        sample = make_sample(raw.rgb, depth, seg, self.size, raw.K, self.augment, rng,
+                             inverse_depth=self.inverse_depth)
         sample["seg_source"] = seg_source
         sample["depth_source"] = depth_source
         sample["meta"] = {"index": index, "frame_id": frame_id, **raw.meta}
@@ -121,11 +128,15 @@ class MultiTaskDataset(Dataset):
 def label_available(source: FrameSource, index: int, task: str) -> bool:
     """Whether frame `index` of `source` carries the `task` label at all (before any hiding).
 
-    Cheap for indexed sources (folder datasets list their files); other sources load the frame.
+    Cheap for indexed sources (folder datasets list their files, NYUv2 and Cityscapes answer
+    `has_label`); other sources load the frame.
     """
     entries = getattr(source, "frames", None)
     if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
         return bool(entries[index].get(task))
+    has_label = getattr(source, "has_label", None)  # nyuv2 / cityscapes know from their files
+    if callable(has_label):
+        return bool(has_label(index, task))
     raw = source.frame(index)
     return (raw.seg if task == "seg" else raw.depth) is not None
 

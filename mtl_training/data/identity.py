@@ -31,8 +31,8 @@ def _ids_sha256(ids: list[str]) -> str:
 def dataset_identity(source: FrameSource) -> dict[str, Any]:
     """The identity of one split's frame source (the training split, for pseudo-labels).
 
-    Folder and synthetic sources are described without reading any image; another source's
-    frame ids are read from its frames' `meta["frame_id"]` (one load per frame).
+    Folder, synthetic, NYUv2 and Cityscapes sources are described without reading any image;
+    another source's frame ids are read from its frames' `meta["frame_id"]` (one load each).
     """
     n = len(source)
     if isinstance(source, FolderSource):
@@ -47,7 +47,9 @@ def dataset_identity(source: FrameSource) -> dict[str, Any]:
                 "seed": source.seed, "start": source.start, "frames": n,
                 "render_size": [source.cfg.height, source.cfg.width],
                 "max_depth": source.cfg.max_depth, "frame_ids_sha256": _ids_sha256(ids)}
-    ids = [str(source.frame(i).meta.get("frame_id", f"{i:06d}")) for i in range(n)]
+    listed = getattr(source, "frame_ids", None)  # nyuv2 / cityscapes list ids without loading
+    ids = (list(map(str, listed())) if callable(listed)
+           else [str(source.frame(i).meta.get("frame_id", f"{i:06d}")) for i in range(n)])
     return {"kind": type(source).__name__, "name": source.info.name, "root": None, "frames": n,
             "frame_ids_sha256": _ids_sha256(ids)}
 

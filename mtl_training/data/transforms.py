@@ -22,11 +22,15 @@ SCALES: tuple[float, ...] = (1.0, 1.2, 1.5)  # METHOD.md B scale-crop augmentati
 
 def make_sample(rgb: np.ndarray, depth: np.ndarray | None, seg: np.ndarray | None,
                 size: tuple[int, int], K: np.ndarray | None = None, augment: bool = False,
-                rng: np.random.Generator | None = None) -> dict[str, Any]:
+                rng: np.random.Generator | None = None, *,
+                inverse_depth: bool = False) -> dict[str, Any]:
     """Resize (and optionally flip / scale-crop) one frame to the network size `(H, W)`.
 
-    Depth and labels are resized with nearest neighbour: interpolating depth across an object edge
-    invents surfaces that do not exist, and interpolating class ids is meaningless.
+    Augmentation (METHOD.md B): scale s from SCALES, resize to s x (H, W), random crop back to
+    (H, W), then a horizontal flip with p = 0.5. Depth and labels are resized with nearest
+    neighbour: interpolating depth across an object edge invents surfaces that do not exist, and
+    interpolating class ids is meaningless. `inverse_depth`: the depth channel holds 1/m, which
+    a zoom multiplies instead of dividing.
     """
     h, w = size
     rng = rng or np.random.default_rng()
@@ -42,7 +46,7 @@ def make_sample(rgb: np.ndarray, depth: np.ndarray | None, seg: np.ndarray | Non
     rgb_r = rgb_r[crop]
     if depth_r is not None:
         # a scaled-up view is the scene seen closer: divide depth so geometry stays consistent
-        depth_r = depth_r[crop] / scale
+        depth_r = depth_r[crop] * scale if inverse_depth else depth_r[crop] / scale
     if seg_r is not None:
         seg_r = seg_r[crop]
     camera = None

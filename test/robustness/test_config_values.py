@@ -27,6 +27,10 @@ from mtl_training.weighting import available_weightings
 
 # (override, the key its error must name)
 BAD_VALUES = [
+    ("train.prefetch_factor=0", "train.prefetch_factor"),
+    ("data.classes=0", "data.classes"), ("data.depth_target=disparity", "data.depth_target"),
+    ("data.val_fraction=0.95", "data.val_fraction"),
+    ("data.val_fraction=-0.1", "data.val_fraction"), ("data.train_count=0", "data.train_count"),
     ("train.batch_size=0", "train.batch_size"), ("train.batch_size=-3", "train.batch_size"),
     ("train.lr=-1", "train.lr"), ("train.lr=0", "train.lr"), ("train.lr=nan", "train.lr"),
     ("train.lr=inf", "train.lr"), ("train.weight_decay=-0.1", "train.weight_decay"),
@@ -84,7 +88,9 @@ GOOD_VALUES = ["data.seg_fraction=0", "data.seg_fraction=1", "data.val_frames=0"
                "train.grad_clip=0", "train.max_steps=0", "train.checkpoint_every=0",
                "train.device=cuda:1", "bag.depth_scale=null", "bag.val_every=0",
                "loss.xtc_lambda_seg=0", "loss.xtc_lambda_depth=1", "data.height=8",
-               "train.weight_decay=0", "data.seg_frames=[0, 3]", "data.seg_count=0"]
+               "train.weight_decay=0", "data.seg_frames=[0, 3]", "data.seg_count=0",
+               "data.val_fraction=0", "data.max_depth=null", "data.classes=40",
+               "data.depth_target=inverse"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -140,7 +146,9 @@ def test_cross_key_rules_wait_for_the_last_override():
 
 
 @pytest.mark.parametrize("name", ["synthetic_demo", "synthetic_imbalanced", "synthetic_consistency",
-                                  "rosbag"])
+                                  "rosbag", "scarce_demo", "nyuv2", "nyuv2_imbalanced",
+                                  "xtasc_nyuv2", "cityscapes", "cityscapes_300",
+                                  "xtasc_cityscapes"])
 def test_shipped_configs_pass_every_rule(name):
     cfg = load_packaged_config(name)
     for stage in ("teacher", "student"):

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtl_perception.core.artifact import ArtifactError
 from mtl_training import trainer as trainer_module
 from mtl_training.apps.train_cli import main
 from mtl_training.checkpoint import CheckpointError, RunDirError, load_checkpoint
@@ -374,3 +375,14 @@ def test_kill9_loop_loses_nothing(tmp_path, kills, seed, epochs, max_wait):
     assert not list(run.glob(".*.tmp*"))  # a resume clears the temp files kills left
     art = export_run(run, tmp_path / "student.safetensors")
     assert art.is_file() and art.stat().st_size > 0
+
+
+def test_an_inverse_depth_run_is_not_exported_as_metric_depth(tmp_path, finished_run):
+    """The node publishes 32FC1 metres (REP 118): a head trained on 1/m must not ship as metres."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    ckpt = load_checkpoint(run / "best.pt")
+    ckpt["config"]["data"]["depth_target"] = "inverse"
+    _replace(run / "best.pt", ckpt=ckpt)
+    with pytest.raises(ArtifactError, match="depth_target=inverse") as err:
+        export_run(run, tmp_path / "a.safetensors")
+    assert "\n" not in str(err.value) and not (tmp_path / "a.safetensors").exists()

@@ -1,13 +1,20 @@
 """The consistency study's bookkeeping: Delta_m against the same seed's single-task pair."""
 
+import argparse
+
+import numpy as np
 import pytest
 
+from mtl_perception.core.contracts import DatasetInfo
 from mtl_training.apps.experiments.consistency import (
+    _context,
     _variants,
     render_report,
     row_deltas,
     st_reference,
 )
+from mtl_training.config import load_config
+from mtl_training.data.sources.folder import write_frame, write_index
 
 
 def _res(miou, acc, abs_err, rel):
@@ -27,3 +34,19 @@ def test_st_reference_takes_seg_from_seg_net_and_depth_from_depth_net():
         "runs": 4, "wall_min": 1.0, "val_frames": 4, "setup": "tiny"})
     assert "| Base MT-Net | equal | all | 0.7250 ± 0.2475 |" in page
     assert "+2.50 |" in page and "## Reading" in page
+
+
+def test_a_dataset_config_names_its_dataset_and_validation_split(tmp_path):
+    rgb, d = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.float32)
+    entries = [write_frame(tmp_path, f"f{i}", rgb, d, None, None) for i in range(5)]
+    write_index(tmp_path, DatasetInfo("tiny", ["a"], [[0, 0, 0]], 2.0), entries,
+                {"train": ["f0", "f1", "f2"], "val": ["f3"], "test": ["f4"]})
+    base = load_config(None, ["data.name=folder", f"data.root={tmp_path}"])
+    args = argparse.Namespace(seeds=2, scale=1.0, out=None, report=None, config="ds.yaml",
+                              set=[f"data.root={tmp_path}"])
+    ctx = _context(args, base, {}, 0.0)
+    assert ctx["world"] == "folder" and ctx["val_frames"] == 1
+    assert "--config ds.yaml --set" in ctx["command"] and "Config: `ds.yaml`" in ctx["setup"]
+    page = render_report({}, _variants(), ctx)
+    assert page.startswith("# Cross-task consistency and loss weighting (folder)")
+    assert "never the test split" in page

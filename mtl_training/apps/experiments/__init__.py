@@ -38,6 +38,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply frames/epochs (CPU default 1.0; use e.g. 8 on a GPU)")
     p.add_argument("--report", default=None, help="markdown results file to (re)write")
+    # --config / --set (every command's): a dataset config (config/train/nyuv2_imbalanced.yaml,
+    # xtasc_nyuv2.yaml, ...) instead of the procedural world: the study trains on its frames
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""`mtl-train experiment consistency`: the shape of XTasC-Net's Table I/III on the synthetic world.
+"""`mtl-train experiment consistency`: the shape of XTasC-Net's Table I/III, on the synthetic world
+or on the dataset of `--config` (e.g. config/train/xtasc_nyuv2.yaml --set data.root=...).
 
 Rows (METHOD.md B): Base ST-Net (one network per task, equal weights), Base MT-Net (equal,
 uncertainty) and XTasC-Net (task-transfer nets + cross-task consistency) under equal,
@@ -33,7 +34,7 @@ import torch
 from mtl_perception.core.contracts import FrameSource
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m
-from mtl_training.config import ExperimentConfig, apply_override, load_packaged_config
+from mtl_training.config import ExperimentConfig, apply_override, load_config, load_packaged_config
 from mtl_training.data import build_sources, datasets_from_sources
 from mtl_training.report import markdown_table
 from mtl_training.trainer import Trainer
@@ -156,16 +157,19 @@ def row_deltas(results: dict[str, dict[int, dict]], key: str) -> dict[int, float
 def render_report(results: dict[str, dict[int, dict]], variants: list[Variant],
                   context: dict[str, Any]) -> str:
     """The markdown page: set-up, the Table I/III-shaped table, paired comparisons, a reading."""
-    lines = ["# Cross-task consistency and loss weighting (synthetic world)", "",
+    world = context.get("world", "synthetic world")
+    where = context.get("where", "the procedural RGB-D world at CPU scale")
+    lines = [f"# Cross-task consistency and loss weighting ({world})", "",
              "Shape of Table I / III of Nakano et al., *Cross-Task Consistency Learning Framework "
-             "for Multi-Task Learning* (XTasC-Net, METHOD.md B), on the procedural RGB-D world at "
-             "CPU scale. Written by the study itself; re-running the command rewrites it.", "",
+             f"for Multi-Task Learning* (XTasC-Net, METHOD.md B), on {where}. Written by the "
+             "study itself; re-running the command rewrites it.", "",
              "```bash", context["command"], "```", "",
              f"- Machine: {context['machine']}; finished {context['finished']}; "
              f"{context['runs']} runs, {context['wall_min']:.1f} min of training wall time.",
              f"- Set-up: {context['setup']}",
              "- Metrics: the last epoch's validation metrics (no checkpoint selection) on "
-             f"{context['val_frames']} held-out frames (new rooms); mean ± sample std over seeds. "
+             f"{context['val_frames']} held-out frames ({context.get('held_out', 'new rooms')}); "
+             "mean ± sample std over seeds. "
              "Seeds vary initialisation, batch order and augmentation; the world is fixed.",
              "- Δm (%): mean relative gain over mIoU, pixel accuracy, abs err and rel err (signs "
              "flipped where lower is better) against Base ST-Net **of the same seed** (its seg "
@@ -307,11 +311,16 @@ def _context(args: argparse.Namespace, base: ExperimentConfig, results: dict, wa
     d, m, t, lo = base.data, base.model, base.train, base.loss
     argv = ["mtl-train", "experiment", "consistency", "--seeds", str(args.seeds),
             "--scale", str(args.scale)]
+    config = getattr(args, "config", None)
+    if config:
+        argv += ["--config", str(config)]
+        for assignment in getattr(args, "set", None) or []:
+            argv += ["--set", assignment]
     if args.out:
         argv += ["--out", str(args.out)]
     if args.report:
         argv += ["--report", str(args.report)]
-    return {
+    ctx: dict[str, Any] = {
         "command": "nice -n 10 " + shlex.join(argv),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores, shared with other jobs), "
                    f"torch {torch.__version__}, "
@@ -329,8 +338,28 @@ def _context(args: argparse.Namespace, base: ExperimentConfig, results: dict, wa
                   f"Cityscapes), mode {lo.xtc_mode}, TTNets {lo.xtc_channels}/"
                   f"{2 * lo.xtc_channels}/{4 * lo.xtc_channels} channels; GradNorm α "
                   f"{lo.gradnorm_alpha}, weight lr {lo.gradnorm_lr}. Config: "
-                  "`config/train/synthetic_consistency.yaml`."),
+                  f"`{config or 'config/train/synthetic_consistency.yaml'}`."),
     }
+    if d.name != "synthetic":  # a dataset config: its own frames, its validation split
+        ctx.update(world=d.name, val_frames=results_val_frames(base),
+                   where=f"`{d.name}` from `{config}` (data.root {d.root})",
+                   held_out="the validation split, held out of training; never the test split")
+        ctx["setup"] = (f"dataset `{d.name}` at {d.root}, network input {d.height}x{d.width}, "
+                        f"{m.num_classes} classes; {m.encoder}, decoder {m.decoder_channels} "
+                        f"channels x {m.decoder_convs} convs; Adam lr {t.lr}, batch "
+                        f"{t.batch_size}, {t.epochs} epochs (lr halved every "
+                        f"{t.lr_step_epochs}); augment {d.augment}; XTC λ_seg = "
+                        f"{lo.xtc_lambda_seg}, λ_depth = {lo.xtc_lambda_depth}, mode "
+                        f"{lo.xtc_mode}. Config: `{config}`.")
+    return ctx
+
+
+def results_val_frames(base: ExperimentConfig) -> int | str:
+    """How many frames the validation split of a dataset config holds."""
+    try:
+        return len(build_sources(base.data)[1])
+    except (OSError, ValueError):
+        return "?"
 
 
 def collect(out: Path, variants: list[Variant], seeds: int) -> dict[str, dict[int, dict]]:
@@ -345,9 +374,16 @@ def collect(out: Path, variants: list[Variant], seeds: int) -> dict[str, dict[in
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment consistency`: run (or continue) the sweep, rewrite its page."""
-    out = Path(args.out or DEFAULT_OUT)
-    report = Path(args.report or DEFAULT_REPORT)
-    base = scaled(load_packaged_config(CONFIG), args.scale)
+    config = getattr(args, "config", None)
+    tag = f"_{Path(config).stem}" if config else ""  # a dataset run keeps its own page
+    out = Path(args.out or DEFAULT_OUT + tag)
+    report = Path(args.report or DEFAULT_REPORT.replace(".md", f"{tag}.md"))
+    if config:  # a dataset config (nyuv2, cityscapes, folder...): its frames and its own size
+        base = load_config(config, getattr(args, "set", None) or [])
+        if args.scale != 1.0:
+            base.train.epochs = max(1, round(base.train.epochs * args.scale))
+    else:
+        base = scaled(load_packaged_config(CONFIG, getattr(args, "set", None) or []), args.scale)
     torch.set_num_threads(base.train.num_threads or 1)
     sources = build_sources(base.data)
     variants = _variants()

@@ -1,5 +1,11 @@
 """`mtl-train experiment imbalance`: does a multi-modal teacher's pseudo-labelling beat training
-on the scarce labels alone? (METHOD.md A, on the procedural world.)
+on the scarce labels alone? (METHOD.md A, on the procedural world, or with `--config` on a
+dataset config's frames and label split: config/train/nyuv2_imbalanced.yaml is Erkent's 500
+depth / 250 segmentation NYUDv2 setting, cityscapes_300.yaml the 300-image one.)
+
+With --config the ratio sweep is replaced by the config's own label split, seeds vary the
+initialisation / order / augmentation (train.seed; the frames and label subsets stay those of
+data.seed), and every run is scored on the config's validation split (never its test split).
 
 Arms, per seed and segmentation label ratio (5 %, 10 %, 50 %; depth kept on 60 % of frames):
   UMMT     RGB student on the imbalanced ground truth, missing labels masked.
@@ -36,8 +42,14 @@ import torch
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m, flatten
 from mtl_training.apps.command import UserError
-from mtl_training.config import DataConfig, ExperimentConfig, ModelConfig, PseudoLabelConfig
-from mtl_training.data import datasets_from_sources
+from mtl_training.config import (
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    PseudoLabelConfig,
+    load_config,
+)
+from mtl_training.data import build_sources, datasets_from_sources, label_subsets
 from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
 from mtl_training.data.sources.synthetic import SyntheticSource, WorldConfig
 from mtl_training.pseudo.run import run_pseudo_label
@@ -124,9 +136,44 @@ class _World:
         return datasets_from_sources(cfg, (self.train, self.val), pseudo)
 
 
+class _Dataset:
+    """--config mode: the config's (train, val) sources, opened once and shared by every run."""
+
+    def __init__(self, base: ExperimentConfig) -> None:
+        self.train, self.val = build_sources(base.data)
+
+    def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None
+                 ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+        return datasets_from_sources(cfg, (self.train, self.val), pseudo)
+
+
+def _dataset_config(base: ExperimentConfig, seed: int, out_dir: Path, arch: str = "student",
+                    aux: str = "depth") -> ExperimentConfig:
+    """A run of the study on a dataset config: its stage, the study's arch and seed."""
+    cfg = base.for_stage("teacher" if arch == "teacher" else "student")
+    cfg.model.arch, cfg.model.aux_input = arch, aux
+    cfg.data.pseudo_labels = None
+    cfg.train.out_dir, cfg.train.seed = str(out_dir), seed
+    cfg.validate()
+    return cfg
+
+
 class Study:
-    def __init__(self, out: Path, report: Path, seeds: list[int], plan: Plan) -> None:
+    def __init__(self, out: Path, report: Path, seeds: list[int], plan: Plan,
+                 base: ExperimentConfig | None = None, config: str | None = None) -> None:
         self.out, self.report, self.seeds, self.plan = out, report, seeds, plan
+        self.base, self.config_path = base, config
+        self.ratios: tuple[float, ...] = RATIOS
+        self.sweep_ratio = SWEEP_RATIO
+        self.dataset: _Dataset | None = None
+        self.pd_frames = True
+        if base is not None:  # the config's own label split replaces the ratio sweep
+            self.dataset = _Dataset(base)
+            keep_seg, keep_depth = label_subsets(base.data, len(self.dataset.train))
+            self.sweep_ratio = float(keep_seg.mean()) if keep_seg.size else 0.0
+            self.ratios = (self.sweep_ratio,)
+            # UMMT-PD needs frames with segmentation but no depth (none in Erkent's split)
+            self.pd_frames = bool((keep_seg & ~keep_depth).any())
         self.results_path = out / "results.jsonl"
         self.results: dict[str, dict[str, Any]] = {}
         if self.results_path.is_file():
@@ -140,10 +187,27 @@ class Study:
         self.caches: dict[str, dict] = {}
         self.started = time.time()
 
-    def world(self, seed: int) -> _World:
+    def world(self, seed: int) -> _World | _Dataset:
+        if self.dataset is not None:
+            return self.dataset
         if seed not in self.worlds:
             self.worlds[seed] = _World(self.plan, seed)
         return self.worlds[seed]
+
+    def config(self, seed: int, ratio: float, out_dir: Path, arch: str = "student",
+               aux: str = "depth") -> ExperimentConfig:
+        if self.base is not None:
+            return _dataset_config(self.base, seed, out_dir, arch, aux)
+        return _config(self.plan, seed, ratio, out_dir, arch, aux)
+
+    def both_labels(self, ratio: float) -> int:
+        """Training frames keeping both labels (seed 0's subsets): the teacher's set."""
+        if self.base is not None and self.dataset is not None:
+            seg, depth = label_subsets(self.base.data, len(self.dataset.train))
+            return int((seg & depth).sum())
+        n = self.plan.train_frames
+        return int((choose_subset(n, ratio, seed=0, salt=1)
+                    & choose_subset(n, DEPTH_FRACTION, seed=0, salt=2)).sum())
 
     # -- units ---------------------------------------------------------------------------------
     def _record(self, rec: dict[str, Any]) -> None:
@@ -168,7 +232,7 @@ class Study:
     def student(self, key: str, seed: int, ratio: float, pseudo: PseudoLabels | None = None,
                 extra: dict[str, Any] | None = None) -> None:
         run_dir = self.out / key
-        res = self._train(_config(self.plan, seed, ratio, run_dir), seed, pseudo)
+        res = self._train(self.config(seed, ratio, run_dir), seed, pseudo)
         for ckpt in run_dir.glob("*.pt"):  # students are scored; their weights are not needed
             ckpt.unlink()
         self._record({"key": key, "kind": "student", "seed": seed, "ratio": ratio,
@@ -183,7 +247,7 @@ class Study:
         if self.results.get(key, {}).get("skipped"):
             return None
         try:
-            res = self._train(_config(self.plan, seed, ratio, run_dir, "teacher", aux), seed)
+            res = self._train(self.config(seed, ratio, run_dir, "teacher", aux), seed)
         except ValueError as exc:
             if "no training frame keeps" not in str(exc):
                 raise
@@ -208,7 +272,7 @@ class Study:
         teacher = load_teacher(teacher_dir, "last")
         cfg = PseudoLabelConfig(tau=tau, mode=mode, batch_size=16)
         pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
-        train_set, _ = self.world(seed).datasets(_config(self.plan, seed, ratio, pseudo_dir).data)
+        train_set, _ = self.world(seed).datasets(self.config(seed, ratio, pseudo_dir).data)
         t0 = time.time()
         cache = self.caches.setdefault(str(teacher_dir), {})
         summary = run_pseudo_label(teacher, train_set, pseudo_dir, cfg, overwrite=True,
@@ -225,11 +289,12 @@ class Study:
 
     def run(self) -> None:
         """Priority order: each step for every seed before the next step."""
-        others = [r for r in RATIOS if r != SWEEP_RATIO]
+        sweep = self.sweep_ratio
+        others = [r for r in self.ratios if r != sweep]
         steps: list[tuple[str, float, Any]] = [
-            ("ummt", SWEEP_RATIO, None), ("ps", SWEEP_RATIO, MAIN_TAU), ("pd", SWEEP_RATIO, None)]
-        steps += [("ps", SWEEP_RATIO, tau) for tau in TAUS if tau != MAIN_TAU]
-        steps += [("ps_class", SWEEP_RATIO, MAIN_TAU)]
+            ("ummt", sweep, None), ("ps", sweep, MAIN_TAU), ("pd", sweep, None)]
+        steps += [("ps", sweep, tau) for tau in TAUS if tau != MAIN_TAU]
+        steps += [("ps_class", sweep, MAIN_TAU)]
         for ratio in others:
             steps += [("ummt", ratio, None), ("ps", ratio, MAIN_TAU)]
         steps += [("pd", ratio, None) for ratio in others]
@@ -242,7 +307,7 @@ class Study:
                     self.pseudo_student(seed, ratio, "depth", tau)
                 elif what == "ps_class":
                     self.pseudo_student(seed, ratio, "depth", tau, "per_class")
-                else:
+                elif self.pd_frames:
                     self.pseudo_student(seed, ratio, "seg")
         write_report(self, finished=True)
 
@@ -280,7 +345,7 @@ ARMS = (("UMMT", "ummt"), ("UMMT-PS (τ=0.9)", f"ps_tau{MAIN_TAU}"), ("UMMT-PD",
 def _main_table(study: Study) -> list[str]:
     lines = ["| seg labels | arm | mIoU | pixel acc | abs err (m) | rel err | RMSE (m) | δ<1.25 "
              "| Δm vs UMMT (%) |", "|---|---|---|---|---|---|---|---|---|"]
-    for ratio in RATIOS:
+    for ratio in study.ratios:
         for name, tag in ARMS:
             runs = _students(study, ratio, tag)
             if not runs:
@@ -298,10 +363,8 @@ def _main_table(study: Study) -> list[str]:
 def _teacher_table(study: Study) -> list[str]:
     lines = ["| seg labels | teacher | frames with both labels (train) | held-out score |",
              "|---|---|---|---|"]
-    for ratio in RATIOS:
-        n = study.plan.train_frames
-        both = int((choose_subset(n, ratio, seed=0, salt=1)
-                    & choose_subset(n, DEPTH_FRACTION, seed=0, salt=2)).sum())
+    for ratio in study.ratios:
+        both = study.both_labels(ratio)
         for aux, name in (("depth", "RGB+depth → seg"), ("seg", "RGB+seg → depth")):
             runs = [r for s in study.seeds
                     if (r := study.results.get(f"s{s}/r{ratio}/teacher_{aux}", {})).get("val")]
@@ -317,13 +380,14 @@ def _teacher_table(study: Study) -> list[str]:
 
 
 def _pseudo_table(study: Study) -> list[str]:
-    lines = ["| pseudo-labels (10 % seg labels) | coverage | kept-pixel accuracy | lowest "
-             "per-class coverage | student mIoU | mIoU gain vs UMMT | Δm vs UMMT (%) |",
+    lines = [f"| pseudo-labels ({100 * study.sweep_ratio:.0f} % seg labels) | coverage | "
+             "kept-pixel accuracy | lowest per-class coverage | student mIoU | mIoU gain vs UMMT "
+             "| Δm vs UMMT (%) |",
              "|---|---|---|---|---|---|---|"]
     rows = [(f"τ = {tau}", f"ps_tau{tau}") for tau in TAUS]
     rows.append(("per-class (min(0.9, class median))", "ps_per_class"))
     for name, tag in rows:
-        runs = _students(study, SWEEP_RATIO, tag)
+        runs = _students(study, study.sweep_ratio, tag)
         if not runs:
             continue
         ps = [r["pseudo"] for r in runs.values()]
@@ -332,21 +396,21 @@ def _pseudo_table(study: Study) -> list[str]:
             pcc = [v for v in (p.get("per_class_coverage") or {}).values() if v is not None]
             if pcc:
                 worst.append(min(pcc))
-        gains, dms = _paired(study, SWEEP_RATIO, tag)
+        gains, dms = _paired(study, study.sweep_ratio, tag)
         lines.append(
             f"| {name} | {_ms([p['coverage'] for p in ps])} | "
             f"{_ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {_ms(worst)} | "
             f"{_ms([flatten(r['val'])['miou'] for r in runs.values()])} | "
             f"{_ms(gains, '+.3f')} | {_ms(dms, '+.1f')} |")
-    pd = _students(study, SWEEP_RATIO, "pd")
+    pd = _students(study, study.sweep_ratio, "pd")
     if pd:
         p = [r["pseudo"] for r in pd.values()]
         lines.append(f"| reverse: pseudo-depth (flip-consistent within 5 %) | "
                      f"{_ms([x['coverage'] for x in p])} | rel err "
                      f"{_ms([x.get('kept_rel_err', float('nan')) for x in p])} | – | "
                      f"{_ms([flatten(r['val'])['miou'] for r in pd.values()])} | "
-                     f"{_ms(_paired(study, SWEEP_RATIO, 'pd')[0], '+.3f')} | "
-                     f"{_ms(_paired(study, SWEEP_RATIO, 'pd')[1], '+.1f')} |")
+                     f"{_ms(_paired(study, study.sweep_ratio, 'pd')[0], '+.3f')} | "
+                     f"{_ms(_paired(study, study.sweep_ratio, 'pd')[1], '+.1f')} |")
     return lines
 
 
@@ -364,13 +428,13 @@ def _verdict(gains: list[float]) -> str:
 
 def _reading(study: Study) -> list[str]:
     out = []
-    for ratio in RATIOS:
+    for ratio in study.ratios:
         for name, tag in ARMS[1:]:
             gains, dms = _paired(study, ratio, tag)
             if gains:
                 out.append(f"- {100 * ratio:.0f} % seg labels, {name}: {_verdict(gains)}; "
                            f"Δm {np.mean(dms):+.1f} %.")
-    for ratio in RATIOS:
+    for ratio in study.ratios:
         t = [flatten(r["val"])["miou"] for s in study.seeds
              if (r := study.results.get(f"s{s}/r{ratio}/teacher_depth", {})).get("val")]
         u = [flatten(r["val"])["miou"] for r in _students(study, ratio, "ummt").values()]
@@ -378,11 +442,11 @@ def _reading(study: Study) -> list[str]:
             out.append(f"- {100 * ratio:.0f} % seg labels: the RGB+depth teacher reaches mIoU "
                        f"{np.mean(t):.3f} on held-out rooms (with their depth), the RGB student "
                        f"with the same labels {np.mean(u):.3f}.")
-    main = _students(study, SWEEP_RATIO, f"ps_tau{MAIN_TAU}")
+    main = _students(study, study.sweep_ratio, f"ps_tau{MAIN_TAU}")
     if main:
         cov = float(np.mean([r["pseudo"]["coverage"] for r in main.values()]))
-        line = (f"- At τ = {MAIN_TAU} (10 % labels) the teachers kept {100 * cov:.2f} % of the "
-                "pseudo-labelled pixels.")
+        line = (f"- At τ = {MAIN_TAU} ({100 * study.sweep_ratio:.0f} % labels) the teachers "
+                f"kept {100 * cov:.2f} % of the pseudo-labelled pixels.")
         if cov < 0.01:
             line += (" At this training budget they are almost never that confident, so "
                      "UMMT-PS trains on (almost) the same labels as UMMT: those rows test "
@@ -391,9 +455,10 @@ def _reading(study: Study) -> list[str]:
         out.append(line)
     for name, tag in [(f"τ = {tau}", f"ps_tau{tau}") for tau in TAUS] + [
             ("per-class", "ps_per_class")]:
-        gains, _ = _paired(study, SWEEP_RATIO, tag)
+        gains, _ = _paired(study, study.sweep_ratio, tag)
         if gains and tag != f"ps_tau{MAIN_TAU}":
-            out.append(f"- 10 % seg labels, pseudo-labels {name}: {_verdict(gains)}.")
+            out.append(f"- {100 * study.sweep_ratio:.0f} % seg labels, pseudo-labels {name}: "
+                       f"{_verdict(gains)}.")
     out.append("- \"better\"/\"worse\" means the mean paired difference exceeds two standard "
                "errors; otherwise the seeds do not separate the arms.")
     return out
@@ -409,6 +474,8 @@ def write_report(study: Study, finished: bool = False) -> None:
         cmd += f" --out {study.out}"
     if study.report != Path(DEFAULT_REPORT):
         cmd += f" --report {study.report}"
+    if study.config_path:
+        cmd += f" --config {study.config_path}"
     steps_student = [r["steps"] for r in units if r["kind"] == "student"]
     steps_teacher = [r["steps"] for r in units if r["kind"] == "teacher" and "steps" in r]
     lines = [
@@ -427,7 +494,9 @@ def write_report(study: Study, finished: bool = False) -> None:
         f"({os.cpu_count()} cores shared with other work), torch {torch.__version__}, "
         f"Python {sys.version.split()[0]}.",
         "",
-        "## Setup",
+        *_dataset_setup(study),
+        "## Setup" + (" (of the synthetic study; the dataset run above replaces its data, model "
+                      "and schedule)" if study.base is not None else ""),
         f"- World seeds {study.seeds} (a seed changes the rooms, which frames keep which labels, "
         "and the initialisation); mean ± sample std over seeds, `n=` where fewer finished.",
         f"- {p.train_frames} training frames rendered at {p.render[0]}x{p.render[1]}, network "
@@ -458,7 +527,8 @@ def write_report(study: Study, finished: bool = False) -> None:
         "",
         *_teacher_table(study),
         "",
-        "## Pseudo-label quality vs quantity (10 % segmentation labels)",
+        f"## Pseudo-label quality vs quantity ({100 * study.sweep_ratio:.0f} % segmentation "
+        "labels)",
         "",
         "Coverage = share of pixels of the pseudo-labelled frames that keep a label; kept-pixel "
         "accuracy = agreement of kept pixels with the held-back ground truth (never used in "
@@ -474,14 +544,43 @@ def write_report(study: Study, finished: bool = False) -> None:
     write_text_atomic(study.report, "\n".join(lines))
 
 
+def _dataset_setup(study: Study) -> list[str]:
+    """The set-up of a --config run (its dataset, label split, model, schedule)."""
+    if study.base is None or study.dataset is None:
+        return []
+    b = study.base
+    d, m, t = b.data, b.model, b.train
+    teacher = b.for_stage("teacher").train
+    return [
+        "## Dataset run",
+        f"- Config `{study.config_path}`: `{d.name}` at {d.root}, "
+        f"{len(study.dataset.train)} training frames, {len(study.dataset.val)} validation frames "
+        "(held out of training; every run is scored on them at its last epoch; the test split "
+        "is never read: score it with `mtl-train evaluate <run> --split test`).",
+        f"- Labels (data.seed {d.seed}): segmentation on {100 * study.sweep_ratio:.1f} % of the "
+        f"training frames, {study.both_labels(study.sweep_ratio)} with both labels (the "
+        "teacher's set); seeds vary train.seed only.",
+        f"- Network input {d.height}x{d.width}, {m.num_classes} classes, {m.encoder}, decoder "
+        f"{m.decoder_channels} channels x {m.decoder_convs}; students {t.epochs} epochs, "
+        f"teachers {teacher.epochs}; Adam {t.lr}, batch {t.batch_size}.",
+        *([] if study.pd_frames else [
+            "- UMMT-PD not run: every training frame with segmentation also keeps depth, so "
+            "there is no depth to pseudo-label."]),
+        ""]
+
+
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment imbalance`: run (or continue) the study, rewrite its page."""
     if args.seeds < 1 or args.scale <= 0:
         raise UserError("--seeds must be >= 1 and --scale > 0")
     torch.set_num_threads(1)
-    out = Path(args.out or DEFAULT_OUT)
+    config = getattr(args, "config", None)
+    base = load_config(config, getattr(args, "set", None) or []) if config else None
+    tag = f"_{Path(config).stem}" if config else ""  # a dataset run never overwrites the
+    out = Path(args.out or DEFAULT_OUT + tag)  # synthetic study's page or runs
     out.mkdir(parents=True, exist_ok=True)
-    report = Path(args.report or DEFAULT_REPORT)
-    study = Study(out, report, list(range(args.seeds)), Plan(scale=args.scale))
+    report = Path(args.report or DEFAULT_REPORT.replace(".md", f"{tag}.md"))
+    study = Study(out, report, list(range(args.seeds)), Plan(scale=args.scale), base,
+                  str(config) if config else None)
     study.run()
     print(f"wrote {report} ({len(study.results)} runs in {out})")

@@ -28,8 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from mtl_perception.core.contracts import IGNORE_INDEX, DatasetInfo, RawFrame
-from mtl_training.config import DataConfig
+from mtl_training.config import ConfigError, DataConfig
 from mtl_training.data.sources.folder import read_index, write_frame, write_index
+from mtl_training.data.sources.holdout import check_split
 
 __all__ = ["CLASSES", "IGNORE_INDEX", "PALETTE", "Frame", "SyntheticSource", "WorldConfig",
            "render_frame", "write_synthetic_folder"]
@@ -676,12 +677,30 @@ class SyntheticSource:
         return raw
 
 
+SYNTHETIC_MAX_DEPTH = 10.0  # metres: the world's range when data.max_depth is None
+TEST_OFFSET = 2_000_000  # the test split's first world index (train 0.., val VAL_OFFSET..)
+
+
+def _world(cfg: DataConfig) -> WorldConfig:
+    return WorldConfig(height=cfg.render_height, width=cfg.render_width,
+                       max_depth=cfg.max_depth or SYNTHETIC_MAX_DEPTH)
+
+
+def source(cfg: DataConfig, split: str) -> SyntheticSource:
+    """`data.name: synthetic`: disjoint index ranges of one world seed per split (val and test
+    both hold data.val_frames frames)."""
+    check_split(split)
+    if cfg.classes is not None and cfg.classes != len(CLASSES):
+        raise ConfigError(f"data.classes: the synthetic world has {len(CLASSES)} classes, got "
+                          f"{cfg.classes}")
+    start = {"train": 0, "val": SyntheticSource.VAL_OFFSET, "test": TEST_OFFSET}[split]
+    count = cfg.train_frames if split == "train" else cfg.val_frames
+    return SyntheticSource(cfg.seed, start, count, _world(cfg))
+
+
 def splits(cfg: DataConfig) -> tuple[SyntheticSource, SyntheticSource]:
     """`data.name: synthetic`: disjoint index ranges of one world seed."""
-    world = WorldConfig(height=cfg.render_height, width=cfg.render_width,
-                        max_depth=cfg.max_depth)
-    return (SyntheticSource(cfg.seed, 0, cfg.train_frames, world),
-            SyntheticSource(cfg.seed, SyntheticSource.VAL_OFFSET, cfg.val_frames, world))
+    return source(cfg, "train"), source(cfg, "val")
 
 
 def write_synthetic_folder(out: str | Path, data_cfg: DataConfig) -> dict[str, Any]:
@@ -690,8 +709,7 @@ def write_synthetic_folder(out: str | Path, data_cfg: DataConfig) -> dict[str, A
     Re-running with the same settings reuses a complete folder instead of rendering it again.
     """
     out = Path(out)
-    world = WorldConfig(height=data_cfg.render_height, width=data_cfg.render_width,
-                        max_depth=data_cfg.max_depth)
+    world = _world(data_cfg)
     params = {"seed": data_cfg.seed, "train_frames": data_cfg.train_frames,
               "val_frames": data_cfg.val_frames, "height": world.height, "width": world.width,
               "max_depth": world.max_depth}
