@@ -109,8 +109,15 @@ def test_a_declared_label_map_translates_raw_ids(tmp_path):
 def test_a_dataset_without_splits_warns_and_says_how_to_add_one(tmp_path, caplog):
     _write(tmp_path, [np.ones((H, W), np.float32)] * 3)
     cfg = DataConfig(name="folder", root=str(tmp_path), height=H, width=W)
-    with caplog.at_level(logging.WARNING, "mtl_training.data"):
-        train, val = build_datasets(cfg)
+    # caplog's handler on the logger itself: a sourced ROS install's launch logging can stop
+    # records reaching the root logger, where caplog listens by default
+    logger = logging.getLogger("mtl_training.data")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, "mtl_training.data"):
+            train, val = build_datasets(cfg)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert len(train) == len(val) == 3
     assert "no splits" in caplog.text and '"splits"' in caplog.text and "val_every" in caplog.text
 
