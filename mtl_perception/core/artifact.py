@@ -214,15 +214,21 @@ def read_metadata(path: str | Path) -> ArtifactMeta:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a readable .safetensors file ({exc})") from exc
-    if METADATA_KEY not in raw:
+    return _parse_meta(path, raw, "`mtl-train export RUN_DIR --out FILE.safetensors`")
+
+
+def _parse_meta(path: Path, props: dict[str, str], how_to_export: str) -> ArtifactMeta:
+    """The METADATA_KEY entry of a model file's string metadata -> validated ArtifactMeta
+    (the same checks and one-line errors for .safetensors and .onnx files)."""
+    if METADATA_KEY not in props:
         raise ArtifactError(f"{path}: no '{METADATA_KEY}' metadata; export it with "
-                            "`mtl-train export RUN_DIR --out FILE.safetensors`")
+                            f"{how_to_export}")
     try:
-        meta = json.loads(raw[METADATA_KEY])
+        raw = json.loads(props[METADATA_KEY])
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ArtifactError(f"{path}: metadata is not valid JSON ({exc})") from exc
     try:
-        return ArtifactMeta.from_json(meta)
+        return ArtifactMeta.from_json(raw)
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: {exc}") from exc
 
@@ -455,15 +461,9 @@ def read_onnx(path: str | Path) -> OnnxArtifact:
     except (DecodeError, RecursionError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a readable ONNX file ({exc})") from exc
     props = {p.key: p.value for p in model.metadata_props}
-    if METADATA_KEY not in props:
-        raise ArtifactError(f"{path}: no '{METADATA_KEY}' metadata; export it with "
-                            "`mtl-train export RUN_DIR --out FILE.safetensors --onnx FILE.onnx`")
+    meta = _parse_meta(path, props, "`mtl-train export RUN_DIR --out FILE.safetensors "
+                       "--onnx FILE.onnx`")
     try:
-        raw = json.loads(props[METADATA_KEY])
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ArtifactError(f"{path}: metadata is not valid JSON ({exc})") from exc
-    try:
-        meta = ArtifactMeta.from_json(raw)
         input_name, outputs, dynamic = _check_onnx_graph(model, meta)
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: {exc}") from exc

@@ -150,21 +150,23 @@ class PerceptionNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Free the model and the per-frame buffers (back to unconfigured)."""
-        self._close_topics()
-        self.predictor = self.pipeline = None
+        self._release()
         self.get_logger().info("unconfigured: model freed")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._close_topics()
-        self.predictor = self.pipeline = None
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised: free everything and go back to unconfigured."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Topics and model gone: what cleanup, shutdown and error all leave behind."""
         self._close_topics()
         self.predictor = self.pipeline = None
-        return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
         self.params = self._read_parameters()

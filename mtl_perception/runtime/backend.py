@@ -59,6 +59,14 @@ class Backend(Protocol):
     def settings(self) -> dict[str, str]: ...
 
 
+
+def check_precision(precision: str) -> None:
+    """BackendError naming the choices when `precision` is not one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                           f"got '{precision}'")
+
+
 class TorchBackend:
     """PyTorch eager, CPU or CUDA; fp16/bf16 autocast on CUDA."""
 
@@ -66,9 +74,7 @@ class TorchBackend:
 
     def __init__(self, model_path: str | Path, device: str = "auto", precision: str = "fp32",
                  num_threads: int = 0) -> None:
-        if precision not in PRECISIONS:
-            raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                               f"got '{precision}'")
+        check_precision(precision)
         try:
             self.device = resolve_device(device)
         except ValueError as exc:
@@ -132,9 +138,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model_path: str | Path, device: str = "auto", precision: str = "fp32",
                  num_threads: int = 0) -> None:
-        if precision not in PRECISIONS:
-            raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                               f"got '{precision}'")
+        check_precision(precision)
         if Path(model_path).suffix != ONNX_SUFFIX:
             raise BackendError(f"backend onnxruntime runs .onnx models, not {model_path}; export "
                                "one with `mtl-train export RUN --out M.safetensors --onnx M.onnx`"
