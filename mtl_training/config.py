@@ -219,6 +219,11 @@ class PseudoLabelConfig:
     per_class_quantile: float = 0.5  # per_class mode: class threshold = min(tau, this quantile)
     depth_rel_tol: float = 0.05  # pseudo-depth: keep a pixel where |d - d_flipped| <= tol * d
     batch_size: int = 8
+    # pseudo-depth filter: flip (|d - d_flipped| <= depth_rel_tol * d) | calibrated (the flip
+    # disagreement threshold measured on held-out frames with sensor depth, so that the kept
+    # held-out pixels' mean relative error is <= depth_max_rel_err; pseudo/thresholds.py)
+    depth_filter: str = "flip"
+    depth_max_rel_err: float = 0.1
 
     def validate(self, prefix: str = "pseudo") -> None:
         """Raise ConfigError naming the first key outside its allowed values (RULES)."""
@@ -330,6 +335,7 @@ RULES: dict[type, dict[str, Rule]] = {
     PseudoLabelConfig: {
         "tau": numbers(0.0, 1.0, low_open=True), "mode": choice("global", "per_class"),
         "per_class_quantile": _FRACTION, "depth_rel_tol": _NONNEG, "batch_size": ints(1, 65536),
+        "depth_filter": choice("flip", "calibrated"), "depth_max_rel_err": _POSITIVE,
     },
     BagConfig: {
         "sync_tolerance": _NONNEG, "min_gap": _NONNEG, "stride": ints(1),

@@ -146,6 +146,93 @@ def _require_onnx() -> None:
                             "'mtl_perception[onnx]'")
 
 
+def split_concat_convs(proto: Any) -> int:
+    """Rewrite every Conv that reads a channel Concat into one Conv per concatenated input plus
+    Adds (in place); returns how many Concats went.
+
+    Why: each decoder block concatenates the upsampled features with the encoder skip and
+    convolves the result. A convolution is linear in its input channels, so
+    conv(concat(a, b); W) = conv(a; W[:, :ca]) + conv(b; W[:, ca:]) exactly (up to float32
+    summation order, which the export check bounds). onnxruntime's CPU layout optimiser fuses
+    the Add (and the ReLU after it) into the second convolution, so the concatenated tensor is
+    never written: 6 copies of up to 112 x 120 x 160 floats per frame at 320x240 (3 % of the
+    forward pass, bench/bench_backends.py). Only plain cases are touched: a Concat on axis 1
+    read by Convs alone, a constant (initializer) weight, group 1, known channel counts.
+    """
+    import onnx  # lazy: optional extra (checked by _require_onnx)
+    from onnx import helper, numpy_helper, shape_inference  # lazy: the same optional extra
+
+    graph = proto.graph
+    inferred = shape_inference.infer_shapes(proto).graph
+    channels: dict[str, int] = {}
+    for v in [*inferred.value_info, *inferred.input, *inferred.output]:
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            channels[v.name] = dims[1].dim_value
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            readers[name] = readers.get(name, 0) + 1
+
+    def attrs(node: onnx.NodeProto) -> dict[str, Any]:
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def splittable(node: onnx.NodeProto) -> bool:
+        cat = producer.get(node.input[0]) if node.op_type == "Conv" else None
+        return (cat is not None and cat.op_type == "Concat" and attrs(cat).get("axis") == 1
+                and node.input[1] in inits and attrs(node).get("group", 1) == 1
+                and all(i in channels for i in cat.input)
+                and sum(channels[i] for i in cat.input)
+                == numpy_helper.to_array(inits[node.input[1]]).shape[1])
+
+    # A Concat goes only where every reader is a splittable Conv (the two heads' first decoder
+    # blocks read one shared Concat of the same upsampled features and skip).
+    candidates = [i for i, n in enumerate(graph.node) if splittable(n)]
+    per_cat: dict[str, int] = {}
+    for i in candidates:
+        per_cat[graph.node[i].input[0]] = per_cat.get(graph.node[i].input[0], 0) + 1
+    split = {i for i in candidates
+             if per_cat[graph.node[i].input[0]] == readers[graph.node[i].input[0]]}
+
+    nodes: list[onnx.NodeProto] = []
+    gone: set[str] = set()  # output names of the Concats removed
+    split_weights: set[str] = set()
+    for index, node in enumerate(graph.node):
+        if index not in split:
+            nodes.append(node)
+            continue
+        cat = producer[node.input[0]]
+        weight = numpy_helper.to_array(inits[node.input[1]])  # [Cout, Cin, kh, kw]
+        parts, start = [], 0
+        for k, src in enumerate(cat.input):
+            stop = start + channels[src]
+            w_name = f"{node.input[1]}__part{k}"
+            graph.initializer.append(numpy_helper.from_array(
+                np.ascontiguousarray(weight[:, start:stop]), w_name))
+            start = stop
+            bias = node.input[2:3] if k == 0 else []  # the bias is added once
+            parts.append(f"{node.output[0]}__part{k}")
+            nodes.append(helper.make_node("Conv", [src, w_name, *bias], [parts[-1]],
+                                          name=f"{node.name}__part{k}", **attrs(node)))
+        total = parts[0]
+        for k, part in enumerate(parts[1:], start=1):
+            out = node.output[0] if k == len(parts) - 1 else f"{node.output[0]}__sum{k}"
+            nodes.append(helper.make_node("Add", [total, part], [out],
+                                          name=f"{node.name}__sum{k}"))
+            total = out
+        gone.add(cat.output[0])
+        split_weights.add(node.input[1])
+    kept = [n for n in nodes if not (n.op_type == "Concat" and n.output[0] in gone)]
+    used = {name for n in kept for name in n.input}
+    for t in [t for t in graph.initializer if t.name in split_weights - used]:
+        graph.initializer.remove(t)  # the whole weights, now held in parts
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(gone)
+
+
 def _sample_inputs(meta: ArtifactMeta, dynamic: bool) -> list[torch.Tensor]:
     """Normalised inputs to compare on: noise and a smooth image, at the artifact's size (and a
     second size when the export is dynamic)."""
@@ -199,6 +286,7 @@ def export_onnx(artifact: str | Path, out: str | Path, dynamic: bool = False,
         finally:
             quiet.setLevel(level)
     proto = program.model_proto
+    split = split_concat_convs(proto)
 
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     diffs = dict.fromkeys(tasks, 0.0)
@@ -224,6 +312,7 @@ def export_onnx(artifact: str | Path, out: str | Path, dynamic: bool = False,
     for key, value in ((METADATA_KEY, json.dumps(meta.to_json())),
                        (ONNX_EXPORT_KEY, json.dumps({
                            "opset": ONNX_OPSET, "dynamic": dynamic, "torch": torch.__version__,
+                           "split_concat_convs": split,
                            "max_abs_diff": diffs, "tolerance": tolerance,
                            "source": Path(artifact).name}))):
         prop = proto.metadata_props.add()

@@ -21,10 +21,12 @@ degrees of freedom (t = 4.30), too wide to separate the effects these studies me
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import stats as _scipy_stats
+
+from mtl_training.report import markdown_table
 
 ALPHA = 0.05
 MIN_SEEDS = 5
@@ -77,6 +79,17 @@ def paired(name: str, metric: str, treatment: Sequence[float], reference: Sequen
                       higher_is_better)
 
 
+def paired_by_seed(name: str, metric: str, treatment: Mapping[int, float],
+                   reference: Mapping[int, float], higher_is_better: bool = True
+                   ) -> Comparison | None:
+    """`paired` over the seeds both arms finished ({seed: value} each); None below 2 seeds."""
+    seeds = sorted(set(treatment) & set(reference))
+    if len(seeds) < 2:
+        return None
+    return paired(name, metric, [treatment[s] for s in seeds], [reference[s] for s in seeds],
+                  higher_is_better)
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm step-down adjusted p-values, in the input order (monotone, capped at 1)."""
     m = len(pvalues)
@@ -109,33 +122,56 @@ def read_family(comparisons: Sequence[Comparison]) -> list[Reading]:
     return [Reading(c, p) for c, p in zip(comparisons, adjusted, strict=True)]
 
 
-def _fmt(v: float, fmt: str) -> str:
-    return format(v, fmt)
+Fmt = str | Mapping[str, str]  # one format, or one per metric name (default "+.3f")
 
 
-def readings_table(readings: Sequence[Reading], fmt: str = "+.3f") -> list[dict[str, str]]:
+def _fmt(v: float, fmt: Fmt, metric: str = "") -> str:
+    return format(v, fmt if isinstance(fmt, str) else fmt.get(metric, "+.3f"))
+
+
+def readings_table(readings: Sequence[Reading], fmt: Fmt = "+.3f") -> list[dict[str, str]]:
     """Rows for report.markdown_table: effect, interval, raw and corrected p, verdict."""
     return [{
         "comparison": r.comparison.name,
         "metric": r.comparison.metric,
         "seeds": str(r.comparison.n),
-        "mean diff": _fmt(r.comparison.mean, fmt),
-        "95 % CI": f"[{_fmt(r.comparison.ci_low, fmt)}, {_fmt(r.comparison.ci_high, fmt)}]",
+        "mean diff": _fmt(r.comparison.mean, fmt, r.comparison.metric),
+        "95 % CI": f"[{_fmt(r.comparison.ci_low, fmt, r.comparison.metric)}, "
+                   f"{_fmt(r.comparison.ci_high, fmt, r.comparison.metric)}]",
         "p": f"{r.comparison.p:.3g}",
         "p (Holm)": f"{r.p_holm:.3g}",
         "verdict": r.verdict,
     } for r in readings]
 
 
-def reading_sentence(r: Reading, fmt: str = "+.3f") -> str:
+def reading_sentence(r: Reading, fmt: Fmt = "+.3f") -> str:
     """One generated sentence per comparison, so a doc's prose cannot drift from its numbers."""
     c = r.comparison
-    return (f"{c.name}: {c.metric} {_fmt(c.mean, fmt)} (95 % CI {_fmt(c.ci_low, fmt)} to "
-            f"{_fmt(c.ci_high, fmt)}, {c.n} seeds, Holm p = {r.p_holm:.3g}): {r.verdict}.")
+    m = c.metric
+    return (f"{c.name}: {m} {_fmt(c.mean, fmt, m)} (95 % CI {_fmt(c.ci_low, fmt, m)} to "
+            f"{_fmt(c.ci_high, fmt, m)}, {c.n} seeds, Holm p = {r.p_holm:.3g}): {r.verdict}.")
 
 
 def rule_text(family_size: int) -> str:
     """The rule as the docs state it, with this table's family size."""
+    plural = "s" if family_size != 1 else ""
     return (f"Paired over seeds; 95 % Student-t intervals; two-sided paired t-test p-values, "
-            f"Holm-corrected across the {family_size} comparisons of this table; a difference is "
-            f"called better/worse only where the corrected p < {ALPHA} (mtl_training/stats.py).")
+            f"Holm-corrected across the {family_size} comparison{plural} of this table; a "
+            f"difference is called better/worse only where the corrected p < {ALPHA} "
+            "(mtl_training/stats.py).")
+
+
+def family_markdown(comparisons: Sequence[Comparison | None], fmt: Fmt = "+.3f") -> list[str]:
+    """One table's comparisons (None = not enough seeds yet, left out) as a doc section's lines:
+    the rule with this family's size, the table, and one generated sentence each."""
+    present = [c for c in comparisons if c is not None]
+    if not present:
+        return ["No comparison has two paired seeds yet."]
+    readings = read_family(present)
+    lines = [rule_text(len(present)), ""]
+    if any(c.n < MIN_SEEDS for c in present):
+        lines += [f"Some comparisons have fewer than {MIN_SEEDS} paired seeds: their verdicts "
+                  "are provisional.", ""]
+    lines += [markdown_table(readings_table(readings, fmt)), ""]
+    lines += [f"- {reading_sentence(r, fmt)}" for r in readings]
+    return lines

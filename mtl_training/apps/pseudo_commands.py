@@ -33,6 +33,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="stop after this many new frames (run again to continue)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard a folder written with other settings")
+    p.add_argument("--depth-filter", choices=("flip", "calibrated"), default=None,
+                   help="pseudo-depth filter (pseudo.depth_filter): flip agreement, or its "
+                        "threshold calibrated on the validation split's sensor depth")
 
 
 def _subset_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +51,8 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         cfg.pseudo.tau = args.tau
     if args.mode is not None:
         cfg.pseudo.mode = args.mode
+    if args.depth_filter is not None:
+        cfg.pseudo.depth_filter = args.depth_filter
     try:
         device = resolve_device(cfg.train.device)
     except ValueError as exc:
@@ -59,12 +64,15 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     if _subset_fields(teacher.config.get("data", {})) != _subset_fields(asdict(cfg.data)):
         log.warning("the teacher was trained with other data/label-subset settings than %s: it "
                     "may have seen labels of frames it now labels", args.config)
-    train_set, _ = build_datasets(cfg.data)
+    train_set, val_set = build_datasets(cfg.data)
     if teacher.model.num_classes != len(train_set.info.classes):
         raise PseudoLabelError(f"teacher predicts {teacher.model.num_classes} classes, dataset "
                                f"'{train_set.info.name}' has {len(train_set.info.classes)}")
+    # the calibrated pseudo-depth filter reads its threshold off frames the teacher never
+    # trained on that carry sensor depth: the validation split (held out of training)
+    calibration = val_set if cfg.pseudo.depth_filter == "calibrated" else None
     s = run_pseudo_label(teacher, train_set, args.out, cfg.pseudo, device, args.overwrite,
-                         args.max_frames)
+                         args.max_frames, calibration=calibration)
     what = "pixels kept" if teacher.target == "seg" else "depth pixels kept"
     line = (f"{s['frames']}/{s['planned']} frames labelled ({teacher.target}) in {args.out}: "
             f"{100 * s['coverage']:.1f} % {what}")
@@ -72,6 +80,10 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         line += f", kept-pixel accuracy {100 * s['kept_accuracy']:.1f} % (held-back ground truth)"
     if "kept_rel_err" in s:
         line += f", kept-pixel rel err {s['kept_rel_err']:.3f}, delta1 {s['kept_delta1']:.3f}"
+    if "calibration" in s:
+        c = s["calibration"]
+        line += (f"; calibrated threshold {c['threshold']:.4g} (validation: "
+                 f"{100 * c['coverage']:.1f} % kept at rel err {c['rel_err']:.3f})")
     print(line)
     if teacher.target == "seg" and "per_class_coverage" in s:
         print("per-class coverage: " + ", ".join(

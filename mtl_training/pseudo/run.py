@@ -2,10 +2,13 @@
 
 METHOD.md A: run the teacher on frames that carry its auxiliary input (depth) but lack the target
 label (segmentation); keep a pixel's argmax only where the softmax confidence reaches tau, else 255
-(thresholds.py, also for the reverse direction: segmentation in, depth out). Each finished frame
-is one PNG and one journal line in the store (store.py), so an interrupted run continues where
-it stopped, and the manifest records per-frame coverage and, where ground truth was held back,
-the accuracy of the kept pixels.
+(thresholds.py, also for the reverse direction: segmentation in, depth out, where a pixel is
+kept where the prediction agrees with the one on the mirrored frame, or, with
+pseudo.depth_filter=calibrated, within the disagreement that held-out frames with sensor depth
+show to be accurate enough: a constant prediction passes the first rule and not the second).
+Each finished frame is one PNG and one journal line in the store (store.py), so an interrupted
+run continues where it stopped, and the manifest records per-frame coverage and, where ground
+truth was held back, the accuracy of the kept pixels.
 
 Under torchrun the frames are shared out: every rank checks the folder the same way, rank 0 writes
 the manifest header, each rank labels every world-th frame still to do and appends its journal
@@ -53,10 +56,13 @@ from mtl_training.pseudo.teacher import LoadedTeacher
 from mtl_training.pseudo.thresholds import (
     CONF_BINS,
     MODES,
+    DepthCalibration,
     apply_thresholds,
+    calibrated_depth_keep,
     class_thresholds,
     confidence_histogram,
     depth_keep,
+    flip_disagreement,
     seg_confidence,
 )
 
@@ -173,8 +179,12 @@ def _seg_record(item: _Item, conf: np.ndarray, arg: np.ndarray, thresholds: np.n
 
 
 def _depth_record(item: _Item, pred: np.ndarray, pred_flip: np.ndarray, max_depth: float,
-                  rel_tol: float) -> tuple[np.ndarray, dict[str, Any]]:
-    keep = depth_keep(pred, pred_flip, max_depth, rel_tol)
+                  rel_tol: float, threshold: float | None = None
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The pseudo-depth of one frame: flip-consistent within rel_tol, or, given a calibrated
+    `threshold`, flip disagreement within it (pseudo/thresholds.py)."""
+    keep = (depth_keep(pred, pred_flip, max_depth, rel_tol) if threshold is None
+            else calibrated_depth_keep(pred, pred_flip, max_depth, threshold))
     depth = np.where(keep, pred, 0.0).astype(np.float32)
     rec: dict[str, Any] = {"pixels": int(depth.size), "kept": int(keep.sum())}
     if item.raw_depth is not None:
@@ -218,10 +228,27 @@ def summarize_records(records: dict[str, dict[str, Any]], task: str,
     return out
 
 
+def calibrate_depth(teacher: LoadedTeacher, calibration: MultiTaskDataset, batch_size: int,
+                    device: torch.device) -> DepthCalibration:
+    """(flip disagreement, relative error) of the teacher on frames that carry its input and
+    sensor depth and that it never trained on: what the calibrated filter's threshold reads."""
+    cal = DepthCalibration()
+    max_depth = calibration.info.max_depth
+    indices = [int(i) for i in np.flatnonzero(calibration.keep_seg & calibration.keep_depth)]
+    for item, (pred, pred_flip) in _teacher_outputs(teacher, calibration, indices, batch_size,
+                                                    device, None, "calibrate", False):
+        if item.raw_depth is None:
+            continue
+        inside = (pred > 1e-3) & (pred < 0.99 * max_depth)
+        cal.add(flip_disagreement(pred, pred_flip), pred, item.raw_depth, inside)
+    return cal
+
+
 def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str | Path,
                      cfg: PseudoLabelConfig, device: torch.device | str = "cpu",
                      overwrite: bool = False, max_frames: int = 0, progress: bool = True,
-                     cache: dict | None = None) -> dict[str, Any]:
+                     cache: dict | None = None,
+                     calibration: MultiTaskDataset | None = None) -> dict[str, Any]:
     """Label every frame of `dataset` that keeps the teacher's input but not its target.
 
     Resumable: frames already in progress.jsonl (with their file present) are skipped; a folder
@@ -230,6 +257,8 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
     so a student can refuse labels made from another dataset.
     `max_frames` > 0 stops after that many new frames (a time-sliced run; call again to finish).
     `cache` (a dict kept by the caller) reuses teacher outputs across calls, e.g. a tau sweep.
+    `calibration`: labelled frames the teacher never trained on, which pseudo.depth_filter
+    "calibrated" needs (a depth target only); every rank reads all of them (they are few).
     Returns the manifest's summary; the manifest says "complete": true once every frame is done.
     Launched by torchrun, the ranks share the frames (module docstring).
     """
@@ -240,14 +269,15 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
         ctx = distributed.current()
         teacher.model.to(device)  # frozen and never wrapped: each rank holds its own copy
         return _run(teacher, dataset, Path(out), cfg, device, overwrite, max_frames, progress,
-                    cache, ctx)
+                    cache, ctx, calibration)
     finally:
         distributed.shutdown(owned)
 
 
 def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: PseudoLabelConfig,
          device: torch.device, overwrite: bool, max_frames: int, progress: bool,
-         cache: dict | None, ctx: distributed.Dist) -> dict[str, Any]:
+         cache: dict | None, ctx: distributed.Dist,
+         calibration: MultiTaskDataset | None = None) -> dict[str, Any]:
     main = ctx.is_main
     progress = progress and main
     task, classes = teacher.target, list(dataset.info.classes)
@@ -269,6 +299,17 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
             settings["per_class_quantile"] = cfg.per_class_quantile
     else:
         settings.update(depth_rel_tol=cfg.depth_rel_tol, max_depth=dataset.info.max_depth)
+        if cfg.depth_filter == "calibrated":  # absent for "flip": older folders still resume
+            if calibration is None:
+                raise PseudoLabelError(
+                    "pseudo.depth_filter=calibrated needs calibration frames: labelled frames "
+                    "with the teacher's input and sensor depth that it never trained on")
+            settings.update(depth_filter=cfg.depth_filter,
+                            depth_max_rel_err=cfg.depth_max_rel_err,
+                            calibration=dataset_identity(calibration.source))
+        elif cfg.depth_filter != "flip":
+            raise PseudoLabelError(f"Unknown pseudo.depth_filter '{cfg.depth_filter}' "
+                                   "(available: flip, calibrated)")
     manifest_path = out / MANIFEST
     previous = read_manifest(manifest_path) if manifest_path.is_file() and not overwrite else None
     if previous is not None:
@@ -307,8 +348,20 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
                     hist = ctx.sum_(total).cpu().numpy()
             thresholds = class_thresholds(len(classes), cfg.tau, cfg.mode, hist,
                                           cfg.per_class_quantile)
+    depth_threshold, calibrated = None, None
+    if settings.get("depth_filter") == "calibrated":
+        if previous is not None and previous.get("depth_threshold") is not None:
+            depth_threshold = float(previous["depth_threshold"])
+            calibrated = previous.get("calibrated")
+        else:
+            cal = calibrate_depth(teacher, calibration, cfg.batch_size, device)
+            depth_threshold = cal.threshold(cfg.depth_max_rel_err)
+            calibrated = cal.kept_stats(depth_threshold)
+            calibrated["threshold"] = depth_threshold
     header = {**settings, "thresholds": None if thresholds is None else thresholds.tolist(),
               "planned": planned}
+    if calibrated is not None:  # -1 = nothing kept: no prefix of the ranking was accurate
+        header.update(depth_threshold=depth_threshold, calibrated=calibrated)
     if main:
         write_json_atomic(manifest_path, {**header, "complete": False, "frames": {}})
     ctx.barrier()
@@ -327,7 +380,7 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
                 image = label
             else:
                 depth, rec = _depth_record(item, *result, dataset.info.max_depth,
-                                           cfg.depth_rel_tol)
+                                           cfg.depth_rel_tol, depth_threshold)
                 image = depth_to_mm(depth)
             write_label(out, name, image)  # atomic: a file under its final name is whole
             rec = {"id": item.frame_id, "file": name, **rec}
@@ -341,6 +394,8 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
     records = {fid: done[fid] for fid in planned if fid in done}
     complete = len(records) == len(planned)
     summary = summarize_records(records, task, classes)
+    if calibrated is not None:  # what the calibration frames predicted for the kept pixels
+        summary["calibration"] = calibrated
     if main:
         write_json_atomic(manifest_path, {**header, "complete": complete, "summary": summary,
                                           "frames": records})

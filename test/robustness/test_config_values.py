@@ -72,6 +72,8 @@ BAD_VALUES = [
     ("pseudo.mode=local", "pseudo.mode"),
     ("pseudo.per_class_quantile=2", "pseudo.per_class_quantile"),
     ("pseudo.depth_rel_tol=-1", "pseudo.depth_rel_tol"),
+    ("pseudo.depth_filter=median", "pseudo.depth_filter"),
+    ("pseudo.depth_max_rel_err=0", "pseudo.depth_max_rel_err"),
     ("pseudo.batch_size=0", "pseudo.batch_size"),
     ("bag.val_every=-3", "bag.val_every"), ("bag.depth_scale=-1", "bag.depth_scale"),
     ("bag.depth_scale=0", "bag.depth_scale"), ("bag.sync_tolerance=-0.1", "bag.sync_tolerance"),

@@ -12,7 +12,7 @@ import pytest
 
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.metrics import SegMetrics
-from mtl_training.apps.experiments.imbalance import Plan, Study
+from mtl_training.apps.experiments.imbalance import UMMT, Plan, Study
 from mtl_training.apps.train_cli import main
 from mtl_training.config import ExperimentConfig, load_config, load_packaged_config, save_config
 from mtl_training.data.sources import SOURCES
@@ -139,12 +139,14 @@ def test_imbalance_study_takes_a_dataset_config(tmp_path):
     base = load_config(tmp_path / "c.yaml")
     study = Study(tmp_path / "study", tmp_path / "page.md", [0], Plan(), base,
                   str(tmp_path / "c.yaml"))
-    assert study.ratios == (0.5,) and len(study.dataset.train) == 10
-    teacher = study.config(0, 0.5, tmp_path / "t", "teacher", "seg")
+    assert [s.seg_fraction for s in study.splits] == [0.5] and len(study.dataset.train) == 10
+    assert study.count_split is None  # the config's split replaces the sweep and the counts
+    assert all(arm.noise == 1.0 for _, arm in study.steps())  # noise arms need the world
+    teacher = study.config(0, study.sweep, tmp_path / "t", "teacher", "seg")
     assert teacher.model.arch == "teacher" and teacher.model.aux_input == "seg"
     assert teacher.data.root == str(tmp_path / "ds")
     (tmp_path / "study").mkdir()
-    study.ummt(0, 0.5)  # one real run on the config's frames, scored on its val split
+    study.run_unit(0, study.sweep, UMMT)  # one real run on the config frames, scored on val
     rec = study.results["s0/r0.5/ummt"]
     assert rec["steps"] == 2 and "seg" in rec["val"]  # 10 frames, batch 4, drop_last
     page = (tmp_path / "page.md").read_text()

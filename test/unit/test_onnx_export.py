@@ -92,6 +92,24 @@ def test_dynamic_export_runs_at_other_sizes(dynamic, tiny_artifact):
     np.testing.assert_allclose(got["depth"], ref["depth"].numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("which", ["fixed", "dynamic"])
+def test_no_convolution_reads_a_channel_concat(which, request):
+    """The decoder's concat -> conv pairs are exported as per-input convs + Add (export.py
+    split_concat_convs), so onnxruntime never writes the concatenated tensor; the outputs
+    above matched PyTorch with the rewritten graph."""
+    export = request.getfixturevalue(which)
+    graph = onnx.load(str(export.path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    fed = [n.name for n in graph.node if n.op_type == "Conv"
+           and producer.get(n.input[0]) is not None
+           and producer[n.input[0]].op_type == "Concat"]
+    assert fed == []
+    info = json.loads({p.key: p.value for p in onnx.load(str(export.path)).metadata_props}
+                      [ONNX_EXPORT_KEY])
+    assert info["split_concat_convs"] >= 1  # the tiny student's decoder has skip concats
+    onnx.checker.check_model(onnx.load(str(export.path)))
+
+
 def test_export_beyond_the_tolerance_fails_and_writes_nothing(tiny_artifact, tmp_path):
     out = tmp_path / "strict.onnx"
     with pytest.raises(ArtifactError, match=r"export check failed.*max abs difference"):

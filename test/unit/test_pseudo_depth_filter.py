@@ -1,9 +1,24 @@
-"""The calibrated pseudo-depth filter (pseudo/thresholds.py): a constant prediction cannot pass."""
+"""The calibrated pseudo-depth filter (pseudo/thresholds.py): a constant prediction cannot pass;
+end to end through run_pseudo_label (manifest, resume) and `mtl-train pseudo-label`."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
+import numpy as np
+import pytest
+import torch
+from test_pseudo_label import TinySource, _dataset, _save_teacher
+
+import mtl_training.pseudo.run as run_module
+from mtl_perception.core.models.registry import build_model
+from mtl_training.apps.train_cli import main
+from mtl_training.config import ExperimentConfig, ModelConfig, PseudoLabelConfig
+from mtl_training.data.datasets import MultiTaskDataset
+from mtl_training.pseudo import PseudoLabelError
+from mtl_training.pseudo.run import run_pseudo_label
+from mtl_training.pseudo.store import MANIFEST, PseudoLabelStore
+from mtl_training.pseudo.teacher import load_teacher
 from mtl_training.pseudo.thresholds import DepthCalibration, calibrated_depth_keep
 
 
@@ -26,3 +41,60 @@ def test_calibrated_depth_filter_rejects_a_constant_teacher_and_keeps_a_good_one
     thr = cal.threshold(0.05)
     kept = cal.kept_stats(thr)
     assert 0.3 < kept["coverage"] < 0.7 and kept["rel_err"] <= 0.05
+
+
+def test_run_pseudo_label_with_the_calibrated_filter_records_and_reuses_its_threshold(
+        tmp_path, monkeypatch):
+    teacher = load_teacher(_save_teacher(tmp_path / "teacher", aux="seg"))
+    ds = _dataset(aux="seg")
+    # frames the teacher never trained on, fully labelled: what the threshold is read off
+    held_out = MultiTaskDataset(TinySource(4), (8, 12))
+    cfg = PseudoLabelConfig(depth_filter="calibrated", depth_max_rel_err=10.0, batch_size=4)
+    with pytest.raises(PseudoLabelError, match="calibration frames"):
+        run_pseudo_label(teacher, ds, tmp_path / "none", cfg, progress=False)
+    out = tmp_path / "pseudo"
+    partial = run_pseudo_label(teacher, ds, out, cfg, max_frames=1, progress=False,
+                               calibration=held_out)
+    assert not partial["complete"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    threshold = manifest["depth_threshold"]
+    assert manifest["depth_filter"] == "calibrated" and threshold > 0  # a loose target keeps
+    assert set(manifest["calibrated"]) >= {"coverage", "rel_err", "pixels", "threshold"}
+    assert manifest["calibrated"]["rel_err"] <= 10.0
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a resumed run must reuse the recorded threshold")
+
+    with monkeypatch.context() as m:
+        m.setattr(run_module, "calibrate_depth", no_calibration)
+        done = run_pseudo_label(teacher, ds, out, cfg, progress=False, calibration=held_out)
+    assert done["complete"] and done["calibration"]["threshold"] == threshold
+    assert json.loads((out / MANIFEST).read_text())["depth_threshold"] == threshold
+    assert PseudoLabelStore(out).task == "depth" and 0 < done["coverage"] <= 1
+    # an unreachable target keeps nothing: the filter never falls back to flip agreement
+    strict = PseudoLabelConfig(depth_filter="calibrated", depth_max_rel_err=1e-6, batch_size=4)
+    none = run_pseudo_label(teacher, ds, tmp_path / "strict", strict, progress=False,
+                            calibration=held_out)
+    assert none["coverage"] == 0.0 and none["calibration"]["threshold"] == -1.0
+
+
+def test_cli_calibrates_the_depth_filter_on_the_validation_split(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = ExperimentConfig()
+    cfg.model = ModelConfig(arch="teacher", aux_input="seg", decoder_channels=4, decoder_convs=1)
+    (tmp_path / "teacher").mkdir()
+    torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": cfg.to_dict(),
+                "info": {}}, tmp_path / "teacher" / "best.pt")
+    small = ["--set", "data.train_frames=6", "--set", "data.val_frames=2",
+             "--set", "data.render_height=24", "--set", "data.render_width=32",
+             "--set", "data.height=16", "--set", "data.width=24",
+             "--set", "data.depth_fraction=0.34", "--set", "train.device=cpu"]
+    out = tmp_path / "pseudo"
+    rc = main(["pseudo-label", "--teacher", str(tmp_path / "teacher"), "--out", str(out),
+               "--depth-filter", "calibrated", *small])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "frames labelled (depth)" in printed and "calibrated threshold" in printed
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["depth_filter"] == "calibrated"
+    assert manifest["calibration"]["start"] > 0  # the validation rooms, not training frames

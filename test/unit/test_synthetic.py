@@ -205,3 +205,28 @@ def test_bad_config_fails_fast(kwargs: dict) -> None:
 def test_negative_seed_or_index_fails_fast() -> None:
     with pytest.raises(ValueError, match="render_frame"):
         render_frame(-1, 0)
+
+
+def test_sensor_noise_factor_changes_only_the_depth_sensor():
+    """The noisy-privileged-depth study compares teachers across noise factors: the scene, its
+    colours and labels must be the same frames at every factor, only the sensor differs."""
+    frames = {f: render_frame(4, 2, SMALL.with_sensor_noise(f)) for f in (0.0, 1.0, 3.0)}
+    base = frames[1.0]
+    for f in (0.0, 3.0):
+        assert np.array_equal(frames[f].rgb, base.rgb) and np.array_equal(frames[f].seg, base.seg)
+        assert np.array_equal(frames[f].depth_clean, base.depth_clean)
+        assert not np.array_equal(frames[f].depth, base.depth)
+    quiet = frames[0.0]
+    valid = quiet.depth > 0
+    # factor 0: where the sensor returns depth it is exact; what is missing is dropouts only
+    assert valid.mean() > 0.5
+    assert np.allclose(quiet.depth[valid], quiet.depth_clean[valid], rtol=1e-6)
+    noisy = frames[3.0]
+    both = (noisy.depth > 0) & (base.depth > 0)
+
+    def err(fr: Frame) -> float:
+        return float(np.abs(fr.depth[both] - fr.depth_clean[both]).mean())
+
+    assert err(noisy) > 2.0 * err(base) and (noisy.depth > 0).mean() < (base.depth > 0).mean()
+    with pytest.raises(ValueError, match="noise factor"):
+        SMALL.with_sensor_noise(-1.0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mtl_training.apps.command import Command, UserError
 from mtl_training.apps.experiments import consistency, imbalance
+from mtl_training.stats import MIN_SEEDS
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,9 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("imbalance", "UMMT vs UMMT-PS vs UMMT-PD at 5/10/50 % seg labels, tau sweep",
-               imbalance.run),
+    Experiment("imbalance",
+               "UMMT vs UMMT-PS vs UMMT-PD (5/10/50 % and 250-of-500 seg labels), UMMT-PS + XTC, "
+               "noisy teacher depth, tau sweep", imbalance.run),
     Experiment("consistency",
                "XTasC-Net vs Base ST/MT-Net x weightings (METHOD.md B, Table I/III)",
                consistency.run),
@@ -34,7 +36,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study to run (see the list in --help of each)")
     p.add_argument("--out", default=None, help="working directory for runs (default runs/<name>)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    p.add_argument("--seeds", type=int, default=MIN_SEEDS,
+                   help=f"seeds per configuration (default {MIN_SEEDS}: fewer cannot separate "
+                        "the effects these studies measure; mtl_training/stats.py)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply frames/epochs (CPU default 1.0; use e.g. 8 on a GPU)")
     p.add_argument("--report", default=None, help="markdown results file to (re)write")

@@ -18,11 +18,7 @@ import argparse
 import copy
 import json
 import logging
-import math
-import os
-import platform
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +30,11 @@ import torch
 from mtl_perception.core.contracts import FrameSource
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m
+from mtl_training.apps.experiments import host
 from mtl_training.config import ExperimentConfig, apply_override, load_config, load_packaged_config
 from mtl_training.data import build_sources, datasets_from_sources
 from mtl_training.report import markdown_table
+from mtl_training.stats import Comparison, family_markdown, paired_by_seed
 from mtl_training.trainer import Trainer
 
 log = logging.getLogger("mtl_training.apps.experiments.consistency")
@@ -164,12 +162,16 @@ def render_report(results: dict[str, dict[int, dict]], variants: list[Variant],
              f"for Multi-Task Learning* (XTasC-Net, METHOD.md B), on {where}. Written by the "
              "study itself; re-running the command rewrites it.", "",
              "```bash", context["command"], "```", "",
-             f"- Machine: {context['machine']}; finished {context['finished']}; "
-             f"{context['runs']} runs, {context['wall_min']:.1f} min of training wall time.",
+             f"- Status: {context.get('status', 'complete')}.",
+             f"- Wall time and hardware: {context['wall_min']:.1f} min of training wall time "
+             f"over {context['runs']} runs, finished {context['finished']}, on "
+             f"{context['machine']}.",
              f"- Set-up: {context['setup']}",
              "- Metrics: the last epoch's validation metrics (no checkpoint selection) on "
              f"{context['val_frames']} held-out frames ({context.get('held_out', 'new rooms')}); "
-             "mean ± sample std over seeds. "
+             "mean ± sample std over seeds in the first table; every comparison is read by "
+             "the one rule of `mtl_training/stats.py` (paired over seeds, 95 % intervals, "
+             "Holm-corrected per table). "
              "Seeds vary initialisation, batch order and augmentation; the world is fixed.",
              "- Δm (%): mean relative gain over mIoU, pixel accuracy, abs err and rel err (signs "
              "flipped where lower is better) against Base ST-Net **of the same seed** (its seg "
@@ -200,7 +202,7 @@ def render_report(results: dict[str, dict[int, dict]], variants: list[Variant],
                      "Δm vs ST (%) ↑": _pm(deltas) if deltas else "–",
                      "Seeds": len(seeds), "Train s/run": f"{np.mean(t):.0f}" if t else "–"})
     lines += ["## Results", "", markdown_table(rows), ""]
-    lines += _paired_section(results)
+    lines += _paired_section(results, variants)
     lines += ["## Reading", "", *_reading(results, variants), ""]
     lines += ["## Scope and caveats", "", *_CAVEATS, ""]
     return "\n".join(lines)
@@ -210,15 +212,13 @@ _CAVEATS = [
     "- Scale: a few hundred frames and a few epochs from scratch on one shared CPU core; the "
     "networks are far from converged, so absolute numbers say little and even rows that differ "
     "only slightly (XTC with λ = 0.01 changes each task's loss by about 1 %) end on visibly "
-    "different trajectories. Read paired, sign-consistent differences, not single cells. "
+    "different trajectories. Read the paired comparisons and their verdicts, not single cells. "
     "`--scale 8` on a GPU gives the same study at a size where the paper's effects could show.",
-    "- Not in the table: DWA (`loss.weighting=dwa`; implemented and unit-tested), MT-Net with "
-    "GradNorm, and XTasC-Net trained with the teacher's pseudo-labels (METHOD.md A). The keys "
-    "compose (`--set data.pseudo_labels=runs/pseudo --set loss.xtc=true` on the student stage of "
-    "`config/train/synthetic_imbalanced.yaml`; test/unit/test_train.py trains XTC on "
-    "pseudo-labelled frames), "
-    "but a teacher and a pseudo-labelling pass per seed did not fit this sweep's CPU budget. "
-    "The 10 % rows show the label-free consistency term alone on the same label budget.",
+    "- Not in the table: DWA (`loss.weighting=dwa`; implemented and unit-tested) and MT-Net with "
+    "GradNorm. XTasC-Net trained with the teacher's pseudo-labels (UMMT-PS + XTC, METHOD.md A "
+    "and B together) is an arm of the imbalance study (`docs/results/imbalance.md`), against "
+    "UMMT-PS alone, XTC alone and UMMT on the same seeds. "
+    "The 10 % rows here show the label-free consistency term alone on the same label budget.",
     "- Δm uses the four metrics of the paper (mIoU, pixel accuracy, abs err, rel err); rmse and "
     "δ<1.25 are in each run's `result.json` and `metrics.jsonl`.",
 ]
@@ -228,82 +228,67 @@ _PAIRS = (("mt_equal", "xtc_equal", "equal, all labels"),
           ("mt_uncertainty", "xtc_uncertainty", "uncertainty, all labels"),
           ("mt_equal", "xtc_gradnorm", "MT equal vs XTC GradNorm, all labels"),
           ("mt_equal_seg10", "xtc_equal_seg10", "equal, 10 % seg labels"))
+# (metric key, label in the table, higher is better, format)
+_PAIR_METRICS = (("miou", "mIoU", True, "+.4f"), ("abs_err", "abs err (m)", False, "+.4f"),
+                 ("delta_m", "Δm vs MT (%)", True, "+.2f"))
+_FMT = {label: fmt for _, label, _, fmt in _PAIR_METRICS} | {"Δm vs ST (%)": "+.2f"}
 
 
-def _paired(results: dict[str, dict[int, dict]], a: str, b: str) -> dict[str, list[float]]:
-    seeds = sorted(set(results.get(a, {})) & set(results.get(b, {})))
-    out: dict[str, list[float]] = {k: [] for k in (*METRICS, "delta_m")}
-    for s in seeds:
-        ma, mb = results[a][s]["metrics"], results[b][s]["metrics"]
-        for k in METRICS:
-            out[k].append(mb[k] - ma[k])
-        out["delta_m"].append(delta_m(mb, ma))
-    return out
+def _per_seed(results: dict[str, dict[int, dict]], a: str, b: str, key: str
+              ) -> tuple[dict[int, float], dict[int, float]]:
+    """({seed: value of b}, {seed: value of a}) for one metric; Δm is b's against a of the same
+    seed, so its reference is 0."""
+    ra, rb = results.get(a, {}), results.get(b, {})
+    if key == "delta_m":
+        seeds = set(ra) & set(rb)
+        return ({s: delta_m(rb[s]["metrics"], ra[s]["metrics"]) for s in seeds},
+                dict.fromkeys(seeds, 0.0))
+    return ({s: r["metrics"][key] for s, r in rb.items()},
+            {s: r["metrics"][key] for s, r in ra.items()})
 
 
-def _paired_section(results: dict[str, dict[int, dict]]) -> list[str]:
-    rows = []
-    for a, b, label in _PAIRS:
-        d = _paired(results, a, b)
-        n = len(d["delta_m"])
-        if not n:
-            continue
-        wins = sum(x > 0 for x in d["delta_m"])
-        rows.append({"XTasC-Net − Base MT-Net": label, "Seeds": n,
-                     "ΔmIoU": _pm(d["miou"], 4), "ΔPix Acc": _pm(d["pixel_acc"], 4),
-                     "ΔAbs Err": _pm(d["abs_err"], 4), "ΔRel Err": _pm(d["rel_err"], 4),
-                     "Δm of XTC vs MT (%)": _pm(d["delta_m"]), "Seeds XTC better": f"{wins}/{n}"})
-    if not rows:
-        return []
-    return ["## XTasC-Net against Base MT-Net, paired by seed", "",
-            "Differences XTC − MT per seed (negative is better for the error columns), and Δm "
-            "of XTasC-Net with the MT-Net of the same seed as the baseline.", "",
-            markdown_table(rows), ""]
-
-
-def _reading(results: dict[str, dict[int, dict]], variants: list[Variant]) -> list[str]:
-    """Plain statements computed from the numbers; the noise rule is stated, not hidden."""
-    out = []
-    rows = []
+def st_comparisons(results: dict[str, dict[int, dict]], variants: list[Variant]
+                   ) -> list[Comparison | None]:
+    """Every multi-task row's Δm against the same seed's Base ST-Net (paired test against 0)."""
+    out: list[Comparison | None] = []
     for v in variants:
         if v.key.startswith("st_"):
             continue
-        d = list(row_deltas(results, v.key).values())
-        if d:
-            rows.append((v, d))
+        d = row_deltas(results, v.key)
+        out.append(paired_by_seed(f"{v.model} ({v.weighting}, seg labels {v.labels}) vs ST",
+                                  "Δm vs ST (%)", d, dict.fromkeys(d, 0.0)))
+    return out
+
+
+def pair_comparisons(results: dict[str, dict[int, dict]]) -> list[Comparison | None]:
+    """XTasC-Net against Base MT-Net, per pair: mIoU, abs err and Δm, paired by seed."""
+    return [paired_by_seed(f"XTC vs MT ({label})", name, *_per_seed(results, a, b, key),
+                           higher_is_better=hib)
+            for a, b, label in _PAIRS for key, name, hib, _ in _PAIR_METRICS]
+
+
+def _paired_section(results: dict[str, dict[int, dict]], variants: list[Variant]) -> list[str]:
+    return ["## Each multi-task row against Base ST-Net", "",
+            "Δm of the row against the single-task pair of the same seed, tested against 0.", "",
+            *family_markdown(st_comparisons(results, variants), _FMT), "",
+            "## XTasC-Net against Base MT-Net, paired by seed", "",
+            "Differences XTC − MT of the same seed (negative is better for abs err); Δm of "
+            "XTasC-Net with that MT-Net as the baseline.", "",
+            *family_markdown(pair_comparisons(results), _FMT), ""]
+
+
+def _reading(results: dict[str, dict[int, dict]], variants: list[Variant]) -> list[str]:
+    """Plain statements computed from the numbers; the verdicts are the tables' (stats.py)."""
+    rows = [(v, d) for v in variants if not v.key.startswith("st_")
+            if (d := list(row_deltas(results, v.key).values()))]
     if not rows:
         return ["No multi-task run has finished yet."]
-    out.append("A difference counts as real here only when its mean exceeds its seed-to-seed "
-               "standard deviation and all seeds agree in sign; with 3 seeds anything less is "
-               "noise.")
-    for v, d in rows:
-        a = np.asarray(d)
-        sd = a.std(ddof=1) if len(a) > 1 else math.inf
-        agree = bool((a > 0).all() or (a < 0).all())
-        verdict = ("clearly above" if a.mean() > 0 else "clearly below") \
-            if (abs(a.mean()) > sd and agree) else "not distinguishable from"
-        out.append(f"- {v.model} ({v.weighting}, seg labels on {v.labels} frames): Δm {_pm(d)} % — "
-                   f"{verdict} Base ST-Net ({sum(a > 0)}/{len(a)} seeds above).")
-    for a, b, label in _PAIRS:
-        d = _paired(results, a, b)["delta_m"]
-        if len(d) < 2:
-            continue
-        x = np.asarray(d)
-        agree = bool((x > 0).all() or (x < 0).all())
-        real = abs(x.mean()) > x.std(ddof=1) and agree
-        side = "better than" if x.mean() > 0 else "worse than"
-        if real:
-            word = f"{side} MT-Net"
-        elif agree:
-            word = (f"every seed has XTasC-Net {side} MT-Net, but the spread exceeds the mean: "
-                    "suggestive, not established")
-        else:
-            word = "not distinguishable from MT-Net"
-        out.append(f"- XTasC-Net vs Base MT-Net ({label}): {_pm(d)} % — {word}.")
     best_v, best_d = max(rows, key=lambda r: float(np.mean(r[1])))
-    out.append(f"- Highest mean Δm: {best_v.model} with {best_v.weighting} weighting "
-               f"(seg labels on {best_v.labels} frames), {_pm(best_d)} %.")
-    return out
+    return ["- The verdicts are those of the two tables above: \"better\"/\"worse\" only "
+            "where the Holm-corrected p < 0.05 within its table.",
+            f"- Highest mean Δm vs ST: {best_v.model} with {best_v.weighting} weighting "
+            f"(seg labels on {best_v.labels} frames), {_pm(best_d)} % over {len(best_d)} seeds "
+            "(a ranking of means, not a test)."]
 
 
 def _context(args: argparse.Namespace, base: ExperimentConfig, results: dict, wall_s: float
@@ -322,9 +307,7 @@ def _context(args: argparse.Namespace, base: ExperimentConfig, results: dict, wa
         argv += ["--report", str(args.report)]
     ctx: dict[str, Any] = {
         "command": "nice -n 10 " + shlex.join(argv),
-        "machine": f"{platform.machine()} ({os.cpu_count()} cores, shared with other jobs), "
-                   f"torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}",
+        "machine": host.describe(),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": sum(len(v) for v in results.values()),
         "wall_min": wall_s / 60.0,
@@ -362,6 +345,15 @@ def results_val_frames(base: ExperimentConfig) -> int | str:
         return "?"
 
 
+def status(results: dict[str, dict[int, dict]], variants: list[Variant], seeds: int) -> str:
+    """"complete", or INCOMPLETE naming how many runs are missing (the command finishes them)."""
+    missing = sum(s not in results.get(v.key, {}) for v in variants for s in range(seeds))
+    if not missing:
+        return "complete"
+    return (f"INCOMPLETE: {missing} of {len(variants) * seeds} runs missing (the study was "
+            "still running or was stopped; rerun the command to finish them)")
+
+
 def collect(out: Path, variants: list[Variant], seeds: int) -> dict[str, dict[int, dict]]:
     results: dict[str, dict[int, dict]] = {}
     for v in variants:
@@ -397,6 +389,7 @@ def run(args: argparse.Namespace) -> None:
                      res["metrics"])
             results = collect(out, variants, args.seeds)
             wall = sum(r["time_s"] for rs in results.values() for r in rs.values())
-            write_text_atomic(report, render_report(results, variants,
-                                                    _context(args, base, results, wall)))
+            ctx = _context(args, base, results, wall)
+            ctx["status"] = status(results, variants, args.seeds)
+            write_text_atomic(report, render_report(results, variants, ctx))
     log.info("consistency: all runs done in %.1f min; wrote %s", (time.time() - t0) / 60, report)

@@ -7,18 +7,26 @@ With --config the ratio sweep is replaced by the config's own label split, seeds
 initialisation / order / augmentation (train.seed; the frames and label subsets stay those of
 data.seed), and every run is scored on the config's validation split (never its test split).
 
-Arms, per seed and segmentation label ratio (5 %, 10 %, 50 %; depth kept on 60 % of frames):
-  UMMT     RGB student on the imbalanced ground truth, missing labels masked.
-  UMMT-PS  + pseudo-segmentation from a depth->seg teacher (tau 0.9) on frames with depth only.
-  UMMT-PD  + pseudo-depth from a seg->depth teacher on frames with segmentation only.
-and a tau sweep at 10 % (0.7, 0.8, 0.9, 0.95 and the per-class mode): coverage, kept-pixel
-accuracy against the held-back labels, and the student trained on each.
+Arms, per seed (the default --seeds 5), in priority order:
+  UMMT          RGB student on the imbalanced ground truth, missing labels masked.
+  UMMT-PS       + pseudo-segmentation from a depth->seg teacher (tau 0.9) on frames with depth
+                only.
+  UMMT-PD       + pseudo-depth from a seg->depth teacher on frames with segmentation only, kept
+                by the calibrated filter (pseudo.depth_filter=calibrated, pseudo/thresholds.py;
+                the flip rule's coverage and error are recorded beside it).
+  XTC           UMMT + the label-free cross-task consistency term (METHOD.md B).
+  UMMT-PS + XTC the combined method: consistency on pseudo-labelled and unlabelled frames too.
+on the 10 % split; UMMT and UMMT-PS on the paper's count split (500 frames with depth, 250 of
+them with segmentation, x --scale); UMMT-PS with the teacher's depth sensor noise x0 and x3
+(x1 is UMMT-PS itself); the tau sweep (0.7, 0.8, 0.95, per-class); and UMMT / UMMT-PS /
+UMMT-PD at 5 % and 50 %. Every comparison is read by mtl_training/stats.py's one rule (paired
+over seeds, 95 % intervals, Holm-corrected per table).
 
 Every student gets the same optimisation budget; metrics are the last epoch's on held-out rooms
 (no checkpoint picked on them). A seed changes the world, the label subsets and the init. Work
 runs in priority order (all seeds of one step before the next), appends one line per finished
 unit to <out>/results.jsonl, skips units already there when run again, and rewrites the report
-after every unit, so an interrupted study still leaves an honest partial page.
+after every unit, so an interrupted study still leaves an honest page marked INCOMPLETE.
 """
 
 from __future__ import annotations
@@ -27,10 +35,7 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,7 @@ import torch
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m, flatten
 from mtl_training.apps.command import UserError
+from mtl_training.apps.experiments import host
 from mtl_training.config import (
     DataConfig,
     ExperimentConfig,
@@ -55,6 +61,7 @@ from mtl_training.data.sources.synthetic import SyntheticSource, WorldConfig
 from mtl_training.pseudo.run import run_pseudo_label
 from mtl_training.pseudo.store import PseudoLabelStore
 from mtl_training.pseudo.teacher import load_teacher
+from mtl_training.stats import MIN_SEEDS, Comparison, family_markdown, paired_by_seed
 from mtl_training.trainer import Trainer
 
 log = logging.getLogger("mtl_training.apps.experiments.imbalance")
@@ -64,11 +71,16 @@ SWEEP_RATIO = 0.10
 TAUS = (0.7, 0.8, 0.9, 0.95)
 MAIN_TAU = 0.9
 DEPTH_FRACTION = 0.6
+PAPER_COUNTS = (500, 250)  # Erkent's NYUDv2 ablation: frames with depth, of which with seg
+NOISE_FACTORS = (0.0, 1.0, 3.0)  # depth-sensor noise of the teacher's world (1 = the standard)
+XTC_LAMBDA = 0.01  # consistency weight (METHOD.md B, the paper's Cityscapes value)
 DELTA_KEYS = ("miou", "pixel_acc", "abs_err", "rel_err")  # Delta_m over these (METHOD.md B)
 COMMAND = "mtl-train experiment imbalance --seeds {seeds} --scale {scale}"
 DEFAULT_OUT = "runs/imbalance"
 DEFAULT_REPORT = "docs/results/imbalance.md"
-PARTIAL = "PARTIAL (the study was still running or was stopped; rerun the command to finish)"
+INCOMPLETE = ("INCOMPLETE: {missing} of {planned} runs missing (the study was still running or "
+              "was stopped; rerun the command to finish them)")
+CAL_OFFSET = 2 * SyntheticSource.VAL_OFFSET  # calibration rooms: never trained on, never scored
 
 
 @dataclass(frozen=True)
@@ -98,17 +110,52 @@ class Plan:
     def teacher_epoch(self) -> int:
         return max(32, round(self.base_teacher_epoch * self.scale))
 
+    @property
+    def counts(self) -> tuple[int, int]:
+        """The paper's count split (frames with depth, with segmentation), scaled."""
+        depth = max(40, round(PAPER_COUNTS[0] * self.scale))
+        return depth, max(8, round(depth * PAPER_COUNTS[1] / PAPER_COUNTS[0]))
 
-def _config(plan: Plan, seed: int, ratio: float, out_dir: Path, arch: str = "student",
-            aux: str = "depth") -> ExperimentConfig:
+
+@dataclass(frozen=True)
+class Split:
+    """Which training frames keep which labels: a fraction sweep point or the count split."""
+
+    key: str  # run-folder part: "r0.1" (fraction) or "n500_250" (counts)
+    label: str  # table label
+    seg_fraction: float = 1.0
+    depth_fraction: float = DEPTH_FRACTION
+    seg_count: int | None = None
+    depth_count: int | None = None
+    frames: int | None = None  # training frames of its world (None: the plan's)
+
+    @staticmethod
+    def fraction(ratio: float) -> Split:
+        return Split(f"r{ratio}", f"{100 * ratio:.0f} %", seg_fraction=ratio)
+
+    @staticmethod
+    def counts(depth: int, seg: int) -> Split:
+        return Split(f"n{depth}_{seg}", f"{seg} of {depth}", depth_fraction=1.0,
+                     seg_count=seg, depth_count=depth, frames=depth)
+
+    @property
+    def pd_frames(self) -> bool:
+        """Whether some frames keep segmentation but not depth (UMMT-PD's input)."""
+        return self.depth_count is None and self.depth_fraction < 1.0
+
+
+def _config(plan: Plan, seed: int, split: Split, out_dir: Path, arch: str = "student",
+            aux: str = "depth", xtc: bool = False) -> ExperimentConfig:
     cfg = ExperimentConfig()
     d = cfg.data
-    d.seed, d.train_frames, d.val_frames = seed, plan.train_frames, plan.val_frames
+    d.seed, d.train_frames, d.val_frames = seed, split.frames or plan.train_frames, plan.val_frames
     d.render_height, d.render_width = plan.render
     d.height, d.width = plan.size
-    d.seg_fraction, d.depth_fraction = ratio, DEPTH_FRACTION
+    d.seg_fraction, d.depth_fraction = split.seg_fraction, split.depth_fraction
+    d.seg_count, d.depth_count = split.seg_count, split.depth_count
     cfg.model = ModelConfig(arch=arch, encoder="resnet18", num_classes=7, decoder_channels=16,
                             decoder_convs=1, aux_input=aux)
+    _xtc(cfg, xtc)
     t = cfg.train
     t.stage = "teacher" if arch == "teacher" else "student"
     t.out_dir = str(out_dir)
@@ -121,19 +168,37 @@ def _config(plan: Plan, seed: int, ratio: float, out_dir: Path, arch: str = "stu
     return cfg
 
 
-class _World:
-    """Per seed: the rendered frames (cached once, shared by every run of that seed)."""
+def _xtc(cfg: ExperimentConfig, on: bool) -> None:
+    """Cross-task consistency (METHOD.md B) on every training frame: its term needs no label,
+    so it also trains on the pseudo-labelled frames and on the frames without any label."""
+    lo = cfg.loss
+    lo.xtc = on
+    if on:
+        lo.xtc_mode, lo.xtc_lambda_seg, lo.xtc_lambda_depth = "consistency", XTC_LAMBDA, XTC_LAMBDA
+        lo.xtc_channels = cfg.model.decoder_channels
 
-    def __init__(self, plan: Plan, seed: int) -> None:
-        world = WorldConfig(height=plan.render[0], width=plan.render[1], max_depth=10.0)
+
+class _World:
+    """Per (seed, frames, sensor noise): the rendered frames, shared by every run that uses
+    them. The held-out and calibration rooms are always seen through the standard sensor, so
+    every student is scored on the same frames whatever its teacher's sensor was."""
+
+    def __init__(self, plan: Plan, seed: int, frames: int, noise: float = 1.0) -> None:
+        standard = WorldConfig(height=plan.render[0], width=plan.render[1], max_depth=10.0)
+        world = standard if noise == 1.0 else standard.with_sensor_noise(noise)
         self.plan, self.seed = plan, seed
-        self.train = SyntheticSource(seed, 0, plan.train_frames, world)
-        self.val = SyntheticSource(seed, SyntheticSource.VAL_OFFSET, plan.val_frames, world)
+        self.train = SyntheticSource(seed, 0, frames, world)
+        self.val = SyntheticSource(seed, SyntheticSource.VAL_OFFSET, plan.val_frames, standard)
+        self.calibration = SyntheticSource(seed, CAL_OFFSET, plan.val_frames, standard)
 
     def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None
                  ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
         """What `build_datasets(cfg)` gives, over this seed's already rendered frames."""
         return datasets_from_sources(cfg, (self.train, self.val), pseudo)
+
+    def calibration_set(self, cfg: DataConfig) -> MultiTaskDataset:
+        """Fully labelled rooms the calibrated pseudo-depth filter reads its threshold off."""
+        return MultiTaskDataset(self.calibration, (cfg.height, cfg.width), False, seed=cfg.seed)
 
 
 class _Dataset:
@@ -146,16 +211,47 @@ class _Dataset:
                  ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
         return datasets_from_sources(cfg, (self.train, self.val), pseudo)
 
+    def calibration_set(self, cfg: DataConfig) -> MultiTaskDataset:
+        """The validation split (held out of training), as `mtl-train pseudo-label` uses it."""
+        return datasets_from_sources(cfg, (self.train, self.val))[1]
+
 
 def _dataset_config(base: ExperimentConfig, seed: int, out_dir: Path, arch: str = "student",
-                    aux: str = "depth") -> ExperimentConfig:
+                    aux: str = "depth", xtc: bool = False) -> ExperimentConfig:
     """A run of the study on a dataset config: its stage, the study's arch and seed."""
     cfg = base.for_stage("teacher" if arch == "teacher" else "student")
     cfg.model.arch, cfg.model.aux_input = arch, aux
     cfg.data.pseudo_labels = None
+    if arch != "teacher":
+        _xtc(cfg, xtc)
     cfg.train.out_dir, cfg.train.seed = str(out_dir), seed
     cfg.validate()
     return cfg
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One student arm: its run-folder tag, table label, teacher direction and options."""
+
+    tag: str
+    label: str
+    aux: str | None = None  # None: no teacher (UMMT, XTC); "depth": UMMT-PS; "seg": UMMT-PD
+    tau: float = MAIN_TAU
+    mode: str = "global"
+    xtc: bool = False
+    noise: float = 1.0  # sensor noise of the teacher's world (UMMT-PS only)
+
+
+UMMT = Arm("ummt", "UMMT")
+PS = Arm(f"ps_tau{MAIN_TAU}", f"UMMT-PS (τ={MAIN_TAU})", "depth")
+PD = Arm("pd_cal", "UMMT-PD (calibrated filter)", "seg")
+XTC = Arm("xtc", "XTC", xtc=True)
+PS_XTC = Arm("ps_xtc", "UMMT-PS + XTC", "depth", xtc=True)
+TAU_ARMS = tuple(PS if t == MAIN_TAU else Arm(f"ps_tau{t}", f"UMMT-PS (τ={t})", "depth", t)
+                 for t in TAUS)
+PER_CLASS = Arm("ps_per_class", "UMMT-PS (per-class τ)", "depth", mode="per_class")
+NOISE_ARMS = tuple(PS if f == 1.0 else Arm(f"ps_noise{f:g}", f"UMMT-PS (teacher noise x{f:g})",
+                                           "depth", noise=f) for f in NOISE_FACTORS)
 
 
 class Study:
@@ -163,17 +259,19 @@ class Study:
                  base: ExperimentConfig | None = None, config: str | None = None) -> None:
         self.out, self.report, self.seeds, self.plan = out, report, seeds, plan
         self.base, self.config_path = base, config
-        self.ratios: tuple[float, ...] = RATIOS
-        self.sweep_ratio = SWEEP_RATIO
         self.dataset: _Dataset | None = None
-        self.pd_frames = True
-        if base is not None:  # the config's own label split replaces the ratio sweep
+        self.splits: tuple[Split, ...] = tuple(Split.fraction(r) for r in RATIOS)
+        self.sweep = Split.fraction(SWEEP_RATIO)
+        self.count_split: Split | None = Split.counts(*plan.counts)
+        self.pd_config = True
+        if base is not None:  # the config's own label split replaces the sweep and the counts
             self.dataset = _Dataset(base)
             keep_seg, keep_depth = label_subsets(base.data, len(self.dataset.train))
-            self.sweep_ratio = float(keep_seg.mean()) if keep_seg.size else 0.0
-            self.ratios = (self.sweep_ratio,)
+            ratio = float(keep_seg.mean()) if keep_seg.size else 0.0
+            self.sweep = Split(f"r{ratio}", f"{100 * ratio:.1f} % (config)", ratio)
+            self.splits, self.count_split = (self.sweep,), None
             # UMMT-PD needs frames with segmentation but no depth (none in Erkent's split)
-            self.pd_frames = bool((keep_seg & ~keep_depth).any())
+            self.pd_config = bool((keep_seg & ~keep_depth).any())
         self.results_path = out / "results.jsonl"
         self.results: dict[str, dict[str, Any]] = {}
         if self.results_path.is_file():
@@ -183,31 +281,67 @@ class Study:
                 except json.JSONDecodeError:
                     continue  # torn last line of an interrupted run
                 self.results[rec["key"]] = rec
-        self.worlds: dict[int, _World] = {}
+        self.worlds: dict[tuple[int, int, float], _World] = {}
         self.caches: dict[str, dict] = {}
-        self.started = time.time()
 
-    def world(self, seed: int) -> _World | _Dataset:
+    def has_pd(self, split: Split) -> bool:
+        return split.pd_frames and self.pd_config
+
+    def world(self, seed: int, split: Split | None = None, noise: float = 1.0
+              ) -> _World | _Dataset:
         if self.dataset is not None:
             return self.dataset
-        if seed not in self.worlds:
-            self.worlds[seed] = _World(self.plan, seed)
-        return self.worlds[seed]
+        frames = (split.frames if split is not None else None) or self.plan.train_frames
+        key = (seed, frames, noise)
+        if key not in self.worlds:
+            self.worlds[key] = _World(self.plan, seed, frames, noise)
+        return self.worlds[key]
 
-    def config(self, seed: int, ratio: float, out_dir: Path, arch: str = "student",
-               aux: str = "depth") -> ExperimentConfig:
+    def config(self, seed: int, split: Split, out_dir: Path, arch: str = "student",
+               aux: str = "depth", xtc: bool = False) -> ExperimentConfig:
         if self.base is not None:
-            return _dataset_config(self.base, seed, out_dir, arch, aux)
-        return _config(self.plan, seed, ratio, out_dir, arch, aux)
+            return _dataset_config(self.base, seed, out_dir, arch, aux, xtc)
+        return _config(self.plan, seed, split, out_dir, arch, aux, xtc)
 
-    def both_labels(self, ratio: float) -> int:
+    def both_labels(self, split: Split) -> int:
         """Training frames keeping both labels (seed 0's subsets): the teacher's set."""
         if self.base is not None and self.dataset is not None:
             seg, depth = label_subsets(self.base.data, len(self.dataset.train))
             return int((seg & depth).sum())
-        n = self.plan.train_frames
-        return int((choose_subset(n, ratio, seed=0, salt=1)
-                    & choose_subset(n, DEPTH_FRACTION, seed=0, salt=2)).sum())
+        n = split.frames or self.plan.train_frames
+        return int((choose_subset(n, split.seg_fraction, split.seg_count, seed=0, salt=1)
+                    & choose_subset(n, split.depth_fraction, split.depth_count, seed=0, salt=2)
+                    ).sum())
+
+    # -- what the study runs, in priority order ------------------------------------------------
+    def steps(self) -> list[tuple[Split, Arm]]:
+        """Each step runs for every seed before the next: the headline rows first."""
+        sweep = self.sweep
+        steps = [(sweep, UMMT), (sweep, PS)]
+        if self.has_pd(sweep):
+            steps.append((sweep, PD))
+        steps += [(sweep, XTC), (sweep, PS_XTC)]  # the combined method and each alone
+        if self.count_split is not None:
+            steps += [(self.count_split, UMMT), (self.count_split, PS)]
+        if self.dataset is None:  # the sensor-noise arms need the procedural world
+            steps += [(sweep, a) for a in NOISE_ARMS if a is not PS]
+        steps += [(sweep, a) for a in (*TAU_ARMS, PER_CLASS) if a is not PS]
+        for split in self.splits:
+            if split != sweep:
+                steps += [(split, UMMT), (split, PS)]
+                if self.has_pd(split):
+                    steps.append((split, PD))
+        return steps
+
+    def planned(self) -> list[str]:
+        return [f"s{seed}/{split.key}/{arm.tag}" for split, arm in self.steps()
+                for seed in self.seeds]
+
+    def status(self) -> str:
+        planned = self.planned()
+        missing = sum(k not in self.results for k in planned)
+        return "complete" if not missing else INCOMPLETE.format(missing=missing,
+                                                                planned=len(planned))
 
     # -- units ---------------------------------------------------------------------------------
     def _record(self, rec: dict[str, Any]) -> None:
@@ -216,100 +350,97 @@ class Study:
             f.write(json.dumps(rec, default=float) + "\n")
         write_report(self)
 
-    def _train(self, cfg: ExperimentConfig, seed: int, pseudo: PseudoLabels | None = None
-               ) -> dict[str, Any]:
+    def _train(self, cfg: ExperimentConfig, world: _World | _Dataset,
+               pseudo: PseudoLabels | None = None) -> dict[str, Any]:
         run_dir = Path(cfg.train.out_dir)
         if run_dir.exists():  # a unit interrupted mid-training starts over
             shutil.rmtree(run_dir)
         t0, c0 = time.time(), time.process_time()
-        trainer = Trainer(cfg, datasets=self.world(seed).datasets(cfg.data, pseudo))
+        trainer = Trainer(cfg, datasets=world.datasets(cfg.data, pseudo))
         trainer.fit()
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         last = json.loads(lines[-1])
         return {"val": last["val"], "steps": last["step"], "wall_s": time.time() - t0,
                 "cpu_s": time.process_time() - c0}
 
-    def student(self, key: str, seed: int, ratio: float, pseudo: PseudoLabels | None = None,
-                extra: dict[str, Any] | None = None) -> None:
+    def student(self, key: str, seed: int, split: Split, arm: Arm,
+                pseudo: PseudoLabels | None = None, extra: dict[str, Any] | None = None) -> None:
         run_dir = self.out / key
-        res = self._train(self.config(seed, ratio, run_dir), seed, pseudo)
+        cfg = self.config(seed, split, run_dir, xtc=arm.xtc)
+        res = self._train(cfg, self.world(seed, split), pseudo)
         for ckpt in run_dir.glob("*.pt"):  # students are scored; their weights are not needed
             ckpt.unlink()
-        self._record({"key": key, "kind": "student", "seed": seed, "ratio": ratio,
-                      **(extra or {}), **res})
+        self._record({"key": key, "kind": "student", "seed": seed, "split": split.key,
+                      "arm": arm.tag, "xtc": arm.xtc, **(extra or {}), **res})
 
-    def teacher(self, key: str, seed: int, ratio: float, aux: str) -> Path | None:
-        """The teacher's run dir, trained once per (seed, ratio, direction); None if it cannot
-        be trained (no frame keeps both labels at a tiny --scale)."""
+    def teacher(self, seed: int, split: Split, aux: str, noise: float = 1.0) -> Path | None:
+        """The teacher's run dir, trained once per (seed, split, direction, sensor noise); None
+        if it cannot be trained (no frame keeps both labels at a tiny --scale)."""
+        key = f"s{seed}/{split.key}/teacher_{aux}" + ("" if noise == 1.0 else f"_noise{noise:g}")
         run_dir = self.out / key
         if key in self.results and (run_dir / "last.pt").is_file():
             return run_dir
         if self.results.get(key, {}).get("skipped"):
             return None
+        rec = {"key": key, "kind": "teacher", "aux": aux, "seed": seed, "split": split.key,
+               "noise": noise}
         try:
-            res = self._train(self.config(seed, ratio, run_dir, "teacher", aux), seed)
+            res = self._train(self.config(seed, split, run_dir, "teacher", aux),
+                              self.world(seed, split, noise))
         except ValueError as exc:
             if "no training frame keeps" not in str(exc):
                 raise
-            self._record({"key": key, "kind": "teacher", "aux": aux, "seed": seed,
-                          "ratio": ratio, "skipped": str(exc)})
+            self._record({**rec, "skipped": str(exc)})
             return None
         (run_dir / "best.pt").unlink(missing_ok=True)  # pseudo-labels use the last epoch
-        self._record({"key": key, "kind": "teacher", "aux": aux, "seed": seed, "ratio": ratio,
-                      **res})
+        self._record({**rec, **res})
         return run_dir
 
-    def pseudo_student(self, seed: int, ratio: float, aux: str, tau: float = MAIN_TAU,
-                       mode: str = "global") -> None:
-        arm = "ps" if aux == "depth" else "pd"
-        tag = arm if aux == "seg" else f"ps_{mode}" if mode == "per_class" else f"ps_tau{tau}"
-        key = f"s{seed}/r{ratio}/{tag}"
-        if key in self.results:
+    def pseudo_student(self, seed: int, split: Split, arm: Arm) -> None:
+        key = f"s{seed}/{split.key}/{arm.tag}"
+        if key in self.results or arm.aux is None:
             return
-        teacher_dir = self.teacher(f"s{seed}/r{ratio}/teacher_{aux}", seed, ratio, aux)
+        teacher_dir = self.teacher(seed, split, arm.aux, arm.noise)
         if teacher_dir is None:
             return
         teacher = load_teacher(teacher_dir, "last")
-        cfg = PseudoLabelConfig(tau=tau, mode=mode, batch_size=16)
-        pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
-        train_set, _ = self.world(seed).datasets(self.config(seed, ratio, pseudo_dir).data)
+        data = self.config(seed, split, self.out / "pseudo" / key).data
+        # the teacher labels the frames its own (possibly noisier) sensor saw
+        world = self.world(seed, split, arm.noise)
+        train_set, _ = world.datasets(data)
         t0 = time.time()
         cache = self.caches.setdefault(str(teacher_dir), {})
-        summary = run_pseudo_label(teacher, train_set, pseudo_dir, cfg, overwrite=True,
-                                   progress=False, cache=cache)
-        store = PseudoLabelStore(pseudo_dir)
-        self.student(key, seed, ratio, store, {
-            "arm": arm, "tau": tau if aux == "depth" else None, "mode": mode,
-            "pseudo": summary, "pseudo_s": time.time() - t0})
+        extra: dict[str, Any] = {"tau": arm.tau if arm.aux == "depth" else None,
+                                 "mode": arm.mode, "noise": arm.noise}
+        if arm.aux == "seg":  # the flip rule's numbers too, to set the calibrated ones against
+            flip = run_pseudo_label(teacher, train_set, self.out / "pseudo" / f"{key}_flip",
+                                    PseudoLabelConfig(batch_size=16), overwrite=True,
+                                    progress=False, cache=cache)
+            extra["pseudo_flip"] = flip
+            cfg = PseudoLabelConfig(depth_filter="calibrated", batch_size=16)
+            calibration: MultiTaskDataset | None = world.calibration_set(data)
+        else:
+            cfg = PseudoLabelConfig(tau=arm.tau, mode=arm.mode, batch_size=16)
+            calibration = None
+        pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
+        extra["pseudo"] = run_pseudo_label(teacher, train_set, pseudo_dir, cfg, overwrite=True,
+                                           progress=False, cache=cache, calibration=calibration)
+        extra["pseudo_s"] = time.time() - t0
+        self.student(key, seed, split, arm, PseudoLabelStore(pseudo_dir), extra)
 
-    def ummt(self, seed: int, ratio: float) -> None:
-        key = f"s{seed}/r{ratio}/ummt"
-        if key not in self.results:
-            self.student(key, seed, ratio, None, {"arm": "ummt"})
+    def run_unit(self, seed: int, split: Split, arm: Arm) -> None:
+        if arm.aux is not None:
+            self.pseudo_student(seed, split, arm)
+        elif (key := f"s{seed}/{split.key}/{arm.tag}") not in self.results:
+            self.student(key, seed, split, arm)
 
     def run(self) -> None:
         """Priority order: each step for every seed before the next step."""
-        sweep = self.sweep_ratio
-        others = [r for r in self.ratios if r != sweep]
-        steps: list[tuple[str, float, Any]] = [
-            ("ummt", sweep, None), ("ps", sweep, MAIN_TAU), ("pd", sweep, None)]
-        steps += [("ps", sweep, tau) for tau in TAUS if tau != MAIN_TAU]
-        steps += [("ps_class", sweep, MAIN_TAU)]
-        for ratio in others:
-            steps += [("ummt", ratio, None), ("ps", ratio, MAIN_TAU)]
-        steps += [("pd", ratio, None) for ratio in others]
-        for what, ratio, tau in steps:
+        for split, arm in self.steps():
             for seed in self.seeds:
-                log.info("imbalance: %s ratio %.2f tau %s seed %d", what, ratio, tau, seed)
-                if what == "ummt":
-                    self.ummt(seed, ratio)
-                elif what == "ps":
-                    self.pseudo_student(seed, ratio, "depth", tau)
-                elif what == "ps_class":
-                    self.pseudo_student(seed, ratio, "depth", tau, "per_class")
-                elif self.pd_frames:
-                    self.pseudo_student(seed, ratio, "seg")
-        write_report(self, finished=True)
+                log.info("imbalance: %s %s seed %d", split.key, arm.tag, seed)
+                self.run_unit(seed, split, arm)
+        write_report(self)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -320,152 +451,191 @@ def _ms(values: list[float], fmt: str = ".3f") -> str:
     if len(vals) == 1:
         return f"{vals[0]:{fmt}} (n=1)"
     return f"{np.mean(vals):{fmt}} ± {np.std(vals, ddof=1):{fmt.lstrip('+')}}" + (
-        f" (n={len(vals)})" if len(vals) < 3 else "")
+        f" (n={len(vals)})" if len(vals) < MIN_SEEDS else "")
 
 
-def _students(study: Study, ratio: float, tag: str) -> dict[int, dict[str, Any]]:
+def _students(study: Study, split: Split, tag: str) -> dict[int, dict[str, Any]]:
     return {s: study.results[k] for s in study.seeds
-            if (k := f"s{s}/r{ratio}/{tag}") in study.results}
+            if (k := f"s{s}/{split.key}/{tag}") in study.results}
 
 
-def _paired(study: Study, ratio: float, tag: str) -> tuple[list[float], list[float]]:
-    """Per seed: (mIoU gain over UMMT, Delta_m over UMMT) for the seeds both arms finished."""
-    base, arm = _students(study, ratio, "ummt"), _students(study, ratio, tag)
-    gains, dms = [], []
-    for s in sorted(set(base) & set(arm)):
-        b, a = flatten(base[s]["val"]), flatten(arm[s]["val"])
-        gains.append(a["miou"] - b["miou"])
-        dms.append(delta_m(a, b, DELTA_KEYS))
-    return gains, dms
+# (key, metric label, higher is better); Δm is the treatment's against the reference's run
+COMPARED = (("miou", "mIoU", True), ("abs_err", "abs err (m)", False), ("delta_m", "Δm (%)", True))
+FMT = {"mIoU": "+.3f", "abs err (m)": "+.3f", "Δm (%)": "+.1f"}
 
 
-ARMS = (("UMMT", "ummt"), ("UMMT-PS (τ=0.9)", f"ps_tau{MAIN_TAU}"), ("UMMT-PD", "pd"))
+def compare(study: Study, split: Split, treat: Arm, ref: Arm,
+            metrics: tuple[tuple[str, str, bool], ...] = COMPARED) -> list[Comparison | None]:
+    """`treat` against `ref` on the same seeds and split: one Comparison per metric."""
+    a, b = _students(study, split, treat.tag), _students(study, split, ref.tag)
+    va = {s: flatten(r["val"]) for s, r in a.items()}
+    vb = {s: flatten(r["val"]) for s, r in b.items()}
+    name = f"{treat.label} vs {ref.label}, {split.label} seg labels"
+    out: list[Comparison | None] = []
+    for key, label, hib in metrics:
+        if key == "delta_m":
+            common = set(va) & set(vb)
+            t = {s: delta_m(va[s], vb[s], DELTA_KEYS) for s in common}
+            out.append(paired_by_seed(name, label, t, dict.fromkeys(common, 0.0), hib))
+        else:
+            out.append(paired_by_seed(name, label, {s: v[key] for s, v in va.items()},
+                                      {s: v[key] for s, v in vb.items()}, hib))
+    return out
+
+
+def _dm_vs_ummt(study: Study, split: Split, tag: str) -> list[float]:
+    base, arm = _students(study, split, "ummt"), _students(study, split, tag)
+    return [delta_m(flatten(arm[s]["val"]), flatten(base[s]["val"]), DELTA_KEYS)
+            for s in sorted(set(base) & set(arm))]
 
 
 def _main_table(study: Study) -> list[str]:
     lines = ["| seg labels | arm | mIoU | pixel acc | abs err (m) | rel err | RMSE (m) | δ<1.25 "
              "| Δm vs UMMT (%) |", "|---|---|---|---|---|---|---|---|---|"]
-    for ratio in study.ratios:
-        for name, tag in ARMS:
-            runs = _students(study, ratio, tag)
-            if not runs:
-                continue
-            m = [flatten(r["val"]) for r in runs.values()]
-            dm = "0 (reference)" if tag == "ummt" else _ms(_paired(study, ratio, tag)[1], "+.1f")
-            lines.append(
-                f"| {100 * ratio:.0f} % | {name} | {_ms([x['miou'] for x in m])} | "
-                f"{_ms([x['pixel_acc'] for x in m])} | {_ms([x['abs_err'] for x in m])} | "
-                f"{_ms([x['rel_err'] for x in m])} | {_ms([x['rmse'] for x in m])} | "
-                f"{_ms([x['delta1'] for x in m])} | {dm} |")
+    rows = [(split, arm) for split in (*study.splits, *filter(None, [study.count_split]))
+            for arm in (UMMT, PS, PD, XTC, PS_XTC)]
+    for split, arm in rows:
+        runs = _students(study, split, arm.tag)
+        if not runs:
+            continue
+        m = [flatten(r["val"]) for r in runs.values()]
+        dm = "0 (reference)" if arm is UMMT else _ms(_dm_vs_ummt(study, split, arm.tag), "+.1f")
+        lines.append(
+            f"| {split.label} | {arm.label} | {_ms([x['miou'] for x in m])} | "
+            f"{_ms([x['pixel_acc'] for x in m])} | {_ms([x['abs_err'] for x in m])} | "
+            f"{_ms([x['rel_err'] for x in m])} | {_ms([x['rmse'] for x in m])} | "
+            f"{_ms([x['delta1'] for x in m])} | {dm} |")
     return lines
 
 
 def _teacher_table(study: Study) -> list[str]:
-    lines = ["| seg labels | teacher | frames with both labels (train) | held-out score |",
-             "|---|---|---|---|"]
-    for ratio in study.ratios:
-        both = study.both_labels(ratio)
+    lines = ["| seg labels | teacher | sensor noise | frames with both labels (train) | "
+             "held-out score |", "|---|---|---|---|---|"]
+    splits = (*study.splits, *filter(None, [study.count_split]))
+    for split in splits:
+        both = study.both_labels(split)
         for aux, name in (("depth", "RGB+depth → seg"), ("seg", "RGB+seg → depth")):
-            runs = [r for s in study.seeds
-                    if (r := study.results.get(f"s{s}/r{ratio}/teacher_{aux}", {})).get("val")]
-            if not runs:
-                continue
-            m = [flatten(r["val"]) for r in runs]
-            score = (f"mIoU {_ms([x['miou'] for x in m])}, pixel acc "
-                     f"{_ms([x['pixel_acc'] for x in m])}" if aux == "depth" else
-                     f"abs err {_ms([x['abs_err'] for x in m])} m, RMSE "
-                     f"{_ms([x['rmse'] for x in m])} m")
-            lines.append(f"| {100 * ratio:.0f} % | {name} | ~{both} (seed 0) | {score} |")
+            for noise in NOISE_FACTORS:
+                suffix = "" if noise == 1.0 else f"_noise{noise:g}"
+                runs = [r for s in study.seeds if (r := study.results.get(
+                    f"s{s}/{split.key}/teacher_{aux}{suffix}", {})).get("val")]
+                if not runs:
+                    continue
+                m = [flatten(r["val"]) for r in runs]
+                score = (f"mIoU {_ms([x['miou'] for x in m])}, pixel acc "
+                         f"{_ms([x['pixel_acc'] for x in m])}" if aux == "depth" else
+                         f"abs err {_ms([x['abs_err'] for x in m])} m, RMSE "
+                         f"{_ms([x['rmse'] for x in m])} m")
+                lines.append(f"| {split.label} | {name} | x{noise:g} | ~{both} (seed 0) | "
+                             f"{score} |")
     return lines
+
+
+def _pseudo_row(study: Study, split: Split, arm: Arm, name: str) -> str | None:
+    runs = _students(study, split, arm.tag)
+    if not runs:
+        return None
+    ps = [r["pseudo"] for r in runs.values()]
+    worst = []  # the worst-served predicted class: where a global tau starves rare classes
+    for p in ps:
+        pcc = [v for v in (p.get("per_class_coverage") or {}).values() if v is not None]
+        if pcc:
+            worst.append(min(pcc))
+    return (f"| {name} | {_ms([p['coverage'] for p in ps])} | "
+            f"{_ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {_ms(worst)} | "
+            f"{_ms([flatten(r['val'])['miou'] for r in runs.values()])} | "
+            f"{_ms(_dm_vs_ummt(study, split, arm.tag), '+.1f')} |")
+
+
+PSEUDO_HEADER = ["| pseudo-labels | coverage | kept-pixel accuracy | lowest per-class coverage "
+                 "| student mIoU | Δm vs UMMT (%) |", "|---|---|---|---|---|---|"]
 
 
 def _pseudo_table(study: Study) -> list[str]:
-    lines = [f"| pseudo-labels ({100 * study.sweep_ratio:.0f} % seg labels) | coverage | "
-             "kept-pixel accuracy | lowest per-class coverage | student mIoU | mIoU gain vs UMMT "
-             "| Δm vs UMMT (%) |",
+    rows = [_pseudo_row(study, study.sweep, a, f"τ = {a.tau}") for a in TAU_ARMS]
+    rows.append(_pseudo_row(study, study.sweep, PER_CLASS, "per-class (min(0.9, class median))"))
+    return PSEUDO_HEADER + [r for r in rows if r]
+
+
+def _noise_table(study: Study) -> list[str]:
+    rows = [_pseudo_row(study, study.sweep, a, f"teacher's depth noise x{a.noise:g}")
+            for a in NOISE_ARMS]
+    return PSEUDO_HEADER + [r for r in rows if r]
+
+
+def _filter_table(study: Study) -> list[str]:
+    """Flip agreement vs the calibrated filter on the same teacher's pseudo-depth."""
+    lines = ["| seg labels | filter | coverage | kept-pixel rel err | kept-pixel δ<1.25 | "
+             "threshold (flip disagreement) | calibration rooms: coverage, rel err |",
              "|---|---|---|---|---|---|---|"]
-    rows = [(f"τ = {tau}", f"ps_tau{tau}") for tau in TAUS]
-    rows.append(("per-class (min(0.9, class median))", "ps_per_class"))
-    for name, tag in rows:
-        runs = _students(study, study.sweep_ratio, tag)
+    for split in study.splits:
+        runs = _students(study, split, PD.tag)
         if not runs:
             continue
-        ps = [r["pseudo"] for r in runs.values()]
-        worst = []  # the worst-served predicted class: where a global tau starves rare classes
-        for p in ps:
-            pcc = [v for v in (p.get("per_class_coverage") or {}).values() if v is not None]
-            if pcc:
-                worst.append(min(pcc))
-        gains, dms = _paired(study, study.sweep_ratio, tag)
-        lines.append(
-            f"| {name} | {_ms([p['coverage'] for p in ps])} | "
-            f"{_ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {_ms(worst)} | "
-            f"{_ms([flatten(r['val'])['miou'] for r in runs.values()])} | "
-            f"{_ms(gains, '+.3f')} | {_ms(dms, '+.1f')} |")
-    pd = _students(study, study.sweep_ratio, "pd")
-    if pd:
-        p = [r["pseudo"] for r in pd.values()]
-        lines.append(f"| reverse: pseudo-depth (flip-consistent within 5 %) | "
-                     f"{_ms([x['coverage'] for x in p])} | rel err "
-                     f"{_ms([x.get('kept_rel_err', float('nan')) for x in p])} | – | "
-                     f"{_ms([flatten(r['val'])['miou'] for r in pd.values()])} | "
-                     f"{_ms(_paired(study, study.sweep_ratio, 'pd')[0], '+.3f')} | "
-                     f"{_ms(_paired(study, study.sweep_ratio, 'pd')[1], '+.1f')} |")
+        for name, field in (("flip agreement within 5 %", "pseudo_flip"),
+                            ("calibrated (rel err <= 0.1 on held-out rooms)", "pseudo")):
+            ps = [r[field] for r in runs.values() if field in r]
+            cal = [p["calibration"] for p in ps if "calibration" in p]
+            lines.append(
+                f"| {split.label} | {name} | {_ms([p['coverage'] for p in ps])} | "
+                f"{_ms([p.get('kept_rel_err', float('nan')) for p in ps])} | "
+                f"{_ms([p.get('kept_delta1', float('nan')) for p in ps])} | "
+                + (f"{_ms([c['threshold'] for c in cal], '.4f')} | "
+                   f"{_ms([c['coverage'] for c in cal])}, {_ms([c['rel_err'] for c in cal])} |"
+                   if cal else "0.05 (fixed) | – |"))
     return lines
 
 
-def _verdict(gains: list[float]) -> str:
-    if not gains:
-        return "not run"
-    wins = sum(g > 0 for g in gains)
-    mean = float(np.mean(gains))
-    sd = float(np.std(gains, ddof=1)) if len(gains) > 1 else float("nan")
-    clear = len(gains) > 1 and abs(mean) > 2 * sd / math.sqrt(len(gains))
-    word = ("better" if mean > 0 else "worse") if clear else "not distinguishable from UMMT"
-    return (f"mIoU {mean:+.3f} (paired over {len(gains)} seeds, std {sd:.3f}; better on "
-            f"{wins}/{len(gains)} seeds): {word}")
+def families(study: Study) -> dict[str, list[Comparison | None]]:
+    """The study's comparison tables, each one Holm family (section title -> comparisons)."""
+    sweep = study.sweep
+    main: list[Comparison | None] = []
+    for split in (*study.splits, *filter(None, [study.count_split])):
+        main += compare(study, split, PS, UMMT)
+        if study.has_pd(split):
+            main += compare(study, split, PD, UMMT)
+    combined = [*compare(study, sweep, PS_XTC, UMMT), *compare(study, sweep, PS_XTC, PS),
+                *compare(study, sweep, PS_XTC, XTC), *compare(study, sweep, XTC, UMMT)]
+    miou = (COMPARED[0],)
+    taus = [c for a in (*TAU_ARMS, PER_CLASS) for c in compare(study, sweep, a, UMMT, miou)]
+    noise = [c for a in NOISE_ARMS for c in compare(study, sweep, a, UMMT, miou)]
+    noise += compare(study, sweep, NOISE_ARMS[-1], NOISE_ARMS[0], miou)
+    out = {"Pseudo-labels against UMMT (both directions; fraction sweep and count split)": main,
+           "The combined method: UMMT-PS + XTC against each alone and UMMT": combined,
+           f"Thresholds against UMMT ({sweep.label} seg labels)": taus}
+    if study.dataset is None:
+        out[f"Noisy privileged depth ({sweep.label} seg labels)"] = noise
+    return out
 
 
 def _reading(study: Study) -> list[str]:
     out = []
-    for ratio in study.ratios:
-        for name, tag in ARMS[1:]:
-            gains, dms = _paired(study, ratio, tag)
-            if gains:
-                out.append(f"- {100 * ratio:.0f} % seg labels, {name}: {_verdict(gains)}; "
-                           f"Δm {np.mean(dms):+.1f} %.")
-    for ratio in study.ratios:
+    for split in study.splits:
         t = [flatten(r["val"])["miou"] for s in study.seeds
-             if (r := study.results.get(f"s{s}/r{ratio}/teacher_depth", {})).get("val")]
-        u = [flatten(r["val"])["miou"] for r in _students(study, ratio, "ummt").values()]
+             if (r := study.results.get(f"s{s}/{split.key}/teacher_depth", {})).get("val")]
+        u = [flatten(r["val"])["miou"] for r in _students(study, split, "ummt").values()]
         if t and u:
-            out.append(f"- {100 * ratio:.0f} % seg labels: the RGB+depth teacher reaches mIoU "
+            out.append(f"- {split.label} seg labels: the RGB+depth teacher reaches mIoU "
                        f"{np.mean(t):.3f} on held-out rooms (with their depth), the RGB student "
                        f"with the same labels {np.mean(u):.3f}.")
-    main = _students(study, study.sweep_ratio, f"ps_tau{MAIN_TAU}")
+    main = _students(study, study.sweep, PS.tag)
     if main:
         cov = float(np.mean([r["pseudo"]["coverage"] for r in main.values()]))
-        line = (f"- At τ = {MAIN_TAU} ({100 * study.sweep_ratio:.0f} % labels) the teachers "
-                f"kept {100 * cov:.2f} % of the pseudo-labelled pixels.")
+        line = (f"- At τ = {MAIN_TAU} ({study.sweep.label} labels) the teachers kept "
+                f"{100 * cov:.2f} % of the pseudo-labelled pixels.")
         if cov < 0.01:
             line += (" At this training budget they are almost never that confident, so "
                      "UMMT-PS trains on (almost) the same labels as UMMT: those rows test "
-                     "nothing, in either direction. The looser thresholds and the per-class "
-                     "mode are where pseudo-labels actually enter training.")
+                     "nothing, in either direction; run a larger --scale.")
         out.append(line)
-    for name, tag in [(f"τ = {tau}", f"ps_tau{tau}") for tau in TAUS] + [
-            ("per-class", "ps_per_class")]:
-        gains, _ = _paired(study, study.sweep_ratio, tag)
-        if gains and tag != f"ps_tau{MAIN_TAU}":
-            out.append(f"- {100 * study.sweep_ratio:.0f} % seg labels, pseudo-labels {name}: "
-                       f"{_verdict(gains)}.")
-    out.append("- \"better\"/\"worse\" means the mean paired difference exceeds two standard "
-               "errors; otherwise the seeds do not separate the arms.")
+    out.append("- Every verdict above is the rule's (`mtl_training/stats.py`): \"better\"/"
+               "\"worse\" only where the Holm-corrected p < 0.05 within its table; otherwise "
+               "the seeds do not separate the arms, whatever the sign of the mean.")
     return out
 
 
-def write_report(study: Study, finished: bool = False) -> None:
-    units = [r for r in study.results.values()]
+def write_report(study: Study) -> None:
+    units = list(study.results.values())
     wall = sum(r.get("wall_s", 0.0) + r.get("pseudo_s", 0.0) for r in units)
     cpu = sum(r.get("cpu_s", 0.0) for r in units)
     p = study.plan
@@ -478,6 +648,10 @@ def write_report(study: Study, finished: bool = False) -> None:
         cmd += f" --config {study.config_path}"
     steps_student = [r["steps"] for r in units if r["kind"] == "student"]
     steps_teacher = [r["steps"] for r in units if r["kind"] == "teacher" and "steps" in r]
+    depth_n, seg_n = p.counts
+    sections: list[str] = []
+    for title, comps in families(study).items():
+        sections += [f"## {title}", "", *family_markdown(comps, FMT), ""]
     lines = [
         "# Imbalanced labels: teacher pseudo-labels vs scarce labels alone",
         "",
@@ -488,22 +662,24 @@ def write_report(study: Study, finished: bool = False) -> None:
         f"nice -n 10 .venv/bin/{cmd}",
         "```",
         "",
-        f"Status: {'complete' if finished else PARTIAL}"
-        f"; {len(units)} runs finished, {wall / 60:.1f} min of run time "
-        f"({cpu / 60:.1f} min CPU), one torch thread, on `{platform.machine()}` "
-        f"({os.cpu_count()} cores shared with other work), torch {torch.__version__}, "
-        f"Python {sys.version.split()[0]}.",
+        f"Status: {study.status()}.",
+        "",
+        f"Wall time and hardware: {len(units)} runs finished, {wall / 60:.1f} min of run time "
+        f"({cpu / 60:.1f} min CPU), one torch thread per run, on {host.describe()}.",
         "",
         *_dataset_setup(study),
         "## Setup" + (" (of the synthetic study; the dataset run above replaces its data, model "
                       "and schedule)" if study.base is not None else ""),
         f"- World seeds {study.seeds} (a seed changes the rooms, which frames keep which labels, "
-        "and the initialisation); mean ± sample std over seeds, `n=` where fewer finished.",
+        f"and the initialisation); mean ± sample std over seeds, `n=` where fewer than "
+        f"{MIN_SEEDS} finished.",
         f"- {p.train_frames} training frames rendered at {p.render[0]}x{p.render[1]}, network "
         f"input {p.size[0]}x{p.size[1]}; {p.val_frames} held-out rooms, fully labelled, score "
         "every run (last epoch: no checkpoint is chosen on them).",
-        f"- Labels: depth kept on {100 * DEPTH_FRACTION:.0f} % of frames, segmentation on 5 / 10 "
-        "/ 50 %, drawn independently (reproducible from the seed, nested across ratios).",
+        f"- Fraction sweep: depth kept on {100 * DEPTH_FRACTION:.0f} % of frames, segmentation "
+        "on 5 / 10 / 50 %, drawn independently (reproducible from the seed, nested across "
+        f"ratios). Count split (Erkent's NYUDv2 ablation, scaled): {depth_n} frames, all with "
+        f"depth, {seg_n} of them with segmentation (no frame for UMMT-PD).",
         f"- Student: ResNet-18 encoder, U-Net decoders (16 channels, 1 conv per block), CE + 1.0 "
         f"x L1 depth, Adam {p.lr}, batch {p.batch_size}, {p.student_epochs} epochs "
         f"({min(steps_student, default=0)}-{max(steps_student, default=0)} steps), no "
@@ -514,27 +690,48 @@ def write_report(study: Study, finished: bool = False) -> None:
         f"{max(steps_teacher, default=0)} steps). Pseudo-labels from the last epoch.",
         "- UMMT-PS: pseudo-segmentation on frames with depth but no segmentation label "
         "(confidence >= τ, else ignored). UMMT-PD: pseudo-depth on frames with segmentation but "
-        "no depth (kept where the prediction and the prediction on the mirrored frame agree "
-        "within 5 %). Ground truth wins where both exist; pseudo weight 1.",
-        f"- Δm = mean relative change over {', '.join(DELTA_KEYS)} against UMMT of the same "
-        "seed (higher is better), METHOD.md B.",
+        "no depth, kept where the prediction's disagreement with its mirrored-frame prediction "
+        "is below the threshold at which held-out calibration rooms (neither trained on nor "
+        "scored) keep a mean relative error <= 0.1 (`pseudo.depth_filter=calibrated`): a "
+        "constant prediction agrees with its mirror everywhere and passes the old 5 % flip rule, "
+        "but its calibration error keeps nothing. Ground truth wins where both exist; pseudo "
+        "weight 1.",
+        f"- XTC: cross-task consistency (TTNets, λ = {XTC_LAMBDA} per task, consistency mode) "
+        "on every training frame, pseudo-labelled and unlabelled ones included: its term needs "
+        "no label. UMMT-PS + XTC uses the same pseudo-labels as UMMT-PS.",
+        f"- Noisy privileged depth: the teacher (and its pseudo-labelling input) sees depth "
+        f"through the synthetic sensor with its noise and dropouts scaled x{NOISE_FACTORS[0]:g} "
+        f"/ x1 / x{NOISE_FACTORS[-1]:g} (`WorldConfig.with_sensor_noise`); RGB and labels are "
+        "identical, and every student is trained and scored as UMMT-PS otherwise.",
+        f"- Δm = mean relative change over {', '.join(DELTA_KEYS)} against the reference run of "
+        "the same seed (higher is better), METHOD.md B.",
         "",
         "## Students",
         "",
         *_main_table(study),
         "",
+        *sections,
         "## Teachers (scored with their auxiliary input on the held-out rooms)",
         "",
         *_teacher_table(study),
         "",
-        f"## Pseudo-label quality vs quantity ({100 * study.sweep_ratio:.0f} % segmentation "
-        "labels)",
+        f"## Pseudo-label quality vs quantity ({study.sweep.label} segmentation labels)",
         "",
         "Coverage = share of pixels of the pseudo-labelled frames that keep a label; kept-pixel "
         "accuracy = agreement of kept pixels with the held-back ground truth (never used in "
         "training).",
         "",
         *_pseudo_table(study),
+        "",
+        *([f"## Noisy privileged depth: pseudo-labels and students ({study.sweep.label} "
+           "segmentation labels)", "", *_noise_table(study), ""]
+          if study.dataset is None else []),
+        "## Pseudo-depth filters (same teacher, same frames)",
+        "",
+        "Coverage and error of the kept pseudo-depth against the held-back sensor depth; the "
+        "students train on the calibrated filter's output.",
+        "",
+        *_filter_table(study),
         "",
         "## Reading (generated from the numbers above)",
         "",
@@ -557,13 +754,13 @@ def _dataset_setup(study: Study) -> list[str]:
         f"{len(study.dataset.train)} training frames, {len(study.dataset.val)} validation frames "
         "(held out of training; every run is scored on them at its last epoch; the test split "
         "is never read: score it with `mtl-train evaluate <run> --split test`).",
-        f"- Labels (data.seed {d.seed}): segmentation on {100 * study.sweep_ratio:.1f} % of the "
-        f"training frames, {study.both_labels(study.sweep_ratio)} with both labels (the "
+        f"- Labels (data.seed {d.seed}): segmentation on {100 * study.sweep.seg_fraction:.1f} % "
+        f"of the training frames, {study.both_labels(study.sweep)} with both labels (the "
         "teacher's set); seeds vary train.seed only.",
         f"- Network input {d.height}x{d.width}, {m.num_classes} classes, {m.encoder}, decoder "
         f"{m.decoder_channels} channels x {m.decoder_convs}; students {t.epochs} epochs, "
         f"teachers {teacher.epochs}; Adam {t.lr}, batch {t.batch_size}.",
-        *([] if study.pd_frames else [
+        *([] if study.pd_config else [
             "- UMMT-PD not run: every training frame with segmentation also keeps depth, so "
             "there is no depth to pseudo-label."]),
         ""]

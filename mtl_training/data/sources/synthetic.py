@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,19 @@ class WorldConfig:
             raise ValueError(
                 f"WorldConfig: hole_fraction must be in [0, 1), got {self.hole_fraction}"
             )
+
+    def with_sensor_noise(self, factor: float) -> WorldConfig:
+        """The same world seen by a noisier (factor > 1) or cleaner (< 1) depth sensor.
+
+        Multiplies the sensor model's two error sources (`_sensor_depth`): the z^2 Gaussian noise
+        (depth_noise) and the blob dropouts (hole_fraction, capped at 0.5); factor 0 leaves
+        noiseless depth with only grazing-angle and out-of-range dropouts. Depth is drawn last
+        from a frame's generator, so RGB and segmentation stay bit-identical at every factor.
+        """
+        if factor < 0:
+            raise ValueError(f"WorldConfig: noise factor must be >= 0, got {factor}")
+        return replace(self, depth_noise=self.depth_noise * factor,
+                       hole_fraction=min(self.hole_fraction * factor, 0.5))
 
     def intrinsics(self) -> np.ndarray:
         """Pinhole K [3, 3] (float64) with the principal point at the image centre."""
