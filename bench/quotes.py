@@ -38,15 +38,16 @@ def _rewrite(text: str, results_dir: Path) -> str:
                       text)
 
 
+def _docs(docs: tuple[str, ...]) -> list[tuple[str, Path, str]]:
+    """(name, path, text) of each of `docs` that exists."""
+    return [(rel, REPO / rel, (REPO / rel).read_text()) for rel in docs if (REPO / rel).is_file()]
+
+
 def sync(results_dir: Path = DEFAULT_RESULTS, docs: tuple[str, ...] = QUOTING_DOCS
          ) -> list[Path]:
     """Refresh every quote block in `docs` from `results_dir`; returns the files changed."""
     changed = []
-    for rel in docs:
-        path = REPO / rel
-        if not path.is_file():
-            continue
-        old = path.read_text()
+    for _, path, old in _docs(docs):
         new = _rewrite(old, results_dir)
         if new != old:
             path.write_text(new)
@@ -58,11 +59,8 @@ def check(results_dir: Path = DEFAULT_RESULTS, docs: tuple[str, ...] = QUOTING_D
           ) -> list[str]:
     """One line per quote block that differs from the committed JSON (empty: all true)."""
     problems = []
-    for rel in docs:
-        path = REPO / rel
-        if not path.is_file():
-            continue
-        for m in _BLOCK.finditer(path.read_text()):
+    for rel, _, text in _docs(docs):
+        for m in _BLOCK.finditer(text):
             try:
                 want = body(m.group("name"), results_dir)
             except FileNotFoundError as exc:
@@ -77,8 +75,7 @@ def check(results_dir: Path = DEFAULT_RESULTS, docs: tuple[str, ...] = QUOTING_D
 
 def quoted(docs: tuple[str, ...] = QUOTING_DOCS) -> set[str]:
     """Names of the benchmarks the docs quote."""
-    return {m.group("name") for rel in docs if (REPO / rel).is_file()
-            for m in _BLOCK.finditer((REPO / rel).read_text())}
+    return {m.group("name") for _, _, text in _docs(docs) for m in _BLOCK.finditer(text)}
 
 
 if __name__ == "__main__":  # python -m bench.quotes: refresh the docs from the committed JSON

@@ -7,13 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from test_pseudo_label import TinySource, _dataset, _save_teacher
+from test_pseudo_label import TinySource, _dataset, _save_teacher, cli_teacher_run
 
 import mtl_training.pseudo.run as run_module
-from mtl_perception.core.models.registry import build_model
 from mtl_training.apps.train_cli import main
-from mtl_training.config import ExperimentConfig, ModelConfig, PseudoLabelConfig
+from mtl_training.config import PseudoLabelConfig
 from mtl_training.data.datasets import MultiTaskDataset
 from mtl_training.pseudo import PseudoLabelError
 from mtl_training.pseudo.run import run_pseudo_label
@@ -79,16 +77,8 @@ def test_run_pseudo_label_with_the_calibrated_filter_records_and_reuses_its_thre
 
 
 def test_cli_calibrates_the_depth_filter_on_the_validation_split(tmp_path, capsys):
-    torch.manual_seed(0)
-    cfg = ExperimentConfig()
-    cfg.model = ModelConfig(arch="teacher", aux_input="seg", decoder_channels=4, decoder_convs=1)
-    (tmp_path / "teacher").mkdir()
-    torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": cfg.to_dict(),
-                "info": {}}, tmp_path / "teacher" / "best.pt")
-    small = ["--set", "data.train_frames=6", "--set", "data.val_frames=2",
-             "--set", "data.render_height=24", "--set", "data.render_width=32",
-             "--set", "data.height=16", "--set", "data.width=24",
-             "--set", "data.depth_fraction=0.34", "--set", "train.device=cpu"]
+    small = cli_teacher_run(tmp_path, aux_input="seg", val_frames=2,
+                            fraction="data.depth_fraction=0.34")
     out = tmp_path / "pseudo"
     rc = main(["pseudo-label", "--teacher", str(tmp_path / "teacher"), "--out", str(out),
                "--depth-filter", "calibrated", *small])

@@ -239,17 +239,25 @@ def test_store_rejects_bad_folders(tmp_path):
         load_teacher(student)
 
 
-def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
+def cli_teacher_run(folder: Path, aux_input: str = "depth", val_frames: int = 1,
+                    fraction: str = "data.seg_fraction=0.34") -> list[str]:
+    """A random teacher run under `folder`/teacher (7 classes) and the `--set` arguments of a
+    6-frame synthetic world for `mtl-train pseudo-label` to label with it."""
     torch.manual_seed(0)
     cfg = ExperimentConfig()
-    cfg.model = ModelConfig(arch="teacher", decoder_channels=4, decoder_convs=1)  # 7 classes
-    (tmp_path / "teacher").mkdir()
+    cfg.model = ModelConfig(arch="teacher", aux_input=aux_input, decoder_channels=4,
+                            decoder_convs=1)
+    (folder / "teacher").mkdir()
     torch.save({"model": build_model(cfg.model.spec()).state_dict(), "config": cfg.to_dict(),
-                "info": {}}, tmp_path / "teacher" / "best.pt")
-    small = ["--set", "data.train_frames=6", "--set", "data.val_frames=1",
-             "--set", "data.render_height=24", "--set", "data.render_width=32",
-             "--set", "data.height=16", "--set", "data.width=24",
-             "--set", "data.seg_fraction=0.34", "--set", "train.device=cpu"]
+                "info": {}}, folder / "teacher" / "best.pt")
+    return ["--set", "data.train_frames=6", "--set", f"data.val_frames={val_frames}",
+            "--set", "data.render_height=24", "--set", "data.render_width=32",
+            "--set", "data.height=16", "--set", "data.width=24",
+            "--set", fraction, "--set", "train.device=cpu"]
+
+
+def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
+    small = cli_teacher_run(tmp_path)
     out = tmp_path / "pseudo"
     rc = main(["pseudo-label", "--teacher", str(tmp_path / "teacher"), "--out", str(out),
                "--mode", "per_class", *small])
