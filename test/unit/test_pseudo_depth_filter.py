@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from test_pseudo_label import TinySource, _dataset, _save_teacher, cli_teacher_run
+from test_pseudo_label import TinySource, _dataset, _save_teacher, run_cli_pseudo_label
 
 import mtl_training.pseudo.run as run_module
-from mtl_training.apps.train_cli import main
 from mtl_training.config import PseudoLabelConfig
 from mtl_training.data.datasets import MultiTaskDataset
 from mtl_training.pseudo import PseudoLabelError
@@ -77,13 +76,9 @@ def test_run_pseudo_label_with_the_calibrated_filter_records_and_reuses_its_thre
 
 
 def test_cli_calibrates_the_depth_filter_on_the_validation_split(tmp_path, capsys):
-    small = cli_teacher_run(tmp_path, aux_input="seg", val_frames=2,
-                            fraction="data.depth_fraction=0.34")
-    out = tmp_path / "pseudo"
-    rc = main(["pseudo-label", "--teacher", str(tmp_path / "teacher"), "--out", str(out),
-               "--depth-filter", "calibrated", *small])
-    assert rc == 0
-    printed = capsys.readouterr().out
+    out, printed, _ = run_cli_pseudo_label(tmp_path, capsys, ["--depth-filter", "calibrated"],
+                                           aux_input="seg", val_frames=2,
+                                           fraction="data.depth_fraction=0.34")
     assert "frames labelled (depth)" in printed and "calibrated threshold" in printed
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["depth_filter"] == "calibrated"

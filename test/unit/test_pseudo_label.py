@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -256,13 +257,20 @@ def cli_teacher_run(folder: Path, aux_input: str = "depth", val_frames: int = 1,
             "--set", fraction, "--set", "train.device=cpu"]
 
 
-def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
-    small = cli_teacher_run(tmp_path)
-    out = tmp_path / "pseudo"
-    rc = main(["pseudo-label", "--teacher", str(tmp_path / "teacher"), "--out", str(out),
-               "--mode", "per_class", *small])
+def run_cli_pseudo_label(folder: Path, capsys: pytest.CaptureFixture[str], options: list[str],
+                        **teacher: Any) -> tuple[Path, str, list[str]]:
+    """`mtl-train pseudo-label` with a random teacher (cli_teacher_run) into `folder`/pseudo;
+    asserts it succeeds and returns (output folder, what it printed, the --set arguments)."""
+    small = cli_teacher_run(folder, **teacher)
+    out = folder / "pseudo"
+    rc = main(["pseudo-label", "--teacher", str(folder / "teacher"), "--out", str(out),
+               *options, *small])
     assert rc == 0
-    printed = capsys.readouterr().out
+    return out, capsys.readouterr().out, small
+
+
+def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
+    out, printed, small = run_cli_pseudo_label(tmp_path, capsys, ["--mode", "per_class"])
     assert "4/4 frames labelled (seg)" in printed and "kept-pixel accuracy" in printed
     assert PseudoLabelStore(out).tau == 0.9
     rc = main(["pseudo-label", "--teacher", str(tmp_path / "missing"), "--out", str(out),
