@@ -12,6 +12,7 @@ from mtl_training.apps.command import Command, UserError, add_config_options
 from mtl_training.config import BagConfig, load_config
 from mtl_training.data.bags.extract import PNG_COMPRESSION, extract
 from mtl_training.data.bags.reader import BagError, format_index, index_bag
+from mtl_training.data.sources.folder import IMAGE_FORMATS
 
 _TOPIC_OPTIONS = ("rgb-topic", "depth-topic", "rgb-info-topic", "depth-info-topic", "label-topic")
 
@@ -35,6 +36,9 @@ def _bag_args(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--png-compression", type=int, default=PNG_COMPRESSION, choices=range(10),
                      metavar="0..9", help="zlib level of the PNGs, all lossless (default "
                      f"{PNG_COMPRESSION}: fastest, ~1.7x the size of level 6)")
+    ext.add_argument("--image-format", choices=IMAGE_FORMATS, default="png",
+                     help="png (default: any image tool opens them) or npy (raw arrays, "
+                          "lossless: the fastest to write and to train from; folder format/3)")
     for action in (idx, ext):  # the sub-parsers need the common options too
         add_config_options(action)
 
@@ -71,7 +75,8 @@ def _run_bag(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     reports, totals = extract(args.bags, args.out, cfg, max_depth, progress=sys.stderr.isatty(),
-                              workers=args.workers, png_compression=args.png_compression)
+                              workers=args.workers, png_compression=args.png_compression,
+                              image_format=args.image_format)
     for r in reports:
         print(r.summary())
     split = (f"train {totals['train']}, val {totals['val']}" if totals["held_out"] else

@@ -17,6 +17,7 @@ from mtl_training.data import build_datasets, build_split, check_depth_range
 from mtl_training.data.sources.folder import (
     FORMAT,
     FORMAT_V1,
+    FORMAT_V3,
     INDEX,
     DatasetFormatError,
     FolderSource,
@@ -165,3 +166,30 @@ def test_synth_writes_the_lossless_format(tmp_path):
     index = read_index(tmp_path)
     assert index["format"] == FORMAT and index["max_depth"] == 10.0
     assert set(index["splits"]) == {"train", "val"}
+
+
+def test_npy_images_round_trip_and_hostile_npy_files_fail_naming_them(tmp_path):
+    """image_format npy (format/3) holds the PNG's pixels exactly; a PNG-only folder still says
+    format/2 (older readers open it); a pickled or wrongly typed .npy stops reading with one
+    line that names the file, and nothing is ever unpickled."""
+    depth = np.linspace(0.3, 9.0, H * W, dtype=np.float32).reshape(H, W)
+    depth[0, 0] = 0.0
+    seg = (np.arange(H * W) % 3).reshape(H, W).astype(np.uint8)
+    png, raw = tmp_path / "png", tmp_path / "raw"
+    for root, fmt in ((png, "png"), (raw, "npy")):
+        entry = write_frame(root, "f0", _rgb(0), depth, seg, np.eye(3), image_format=fmt)
+        write_index(root, INFO, [entry])
+    assert read_index(png)["format"] == FORMAT and read_index(raw)["format"] == FORMAT_V3
+    assert sorted(p.name for p in raw.rglob("*.npy")) == ["f0.npy"] * 3
+    a, b = FolderSource(png).frame(0), FolderSource(raw).frame(0)
+    for x, y in ((a.rgb, b.rgb), (a.depth, b.depth), (a.seg, b.seg)):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    np.save(raw / "rgb" / "f0.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetFormatError, match=r"rgb/f0\.npy"):
+        FolderSource(raw).frame(0)
+    np.save(raw / "rgb" / "f0.npy", np.zeros((H, W), np.float32))
+    with pytest.raises(DatasetFormatError, match=r"rgb/f0\.npy: rgb must be uint8 \[H, W, 3\]"):
+        FolderSource(raw).frame(0)
+    with pytest.raises(ValueError, match="image format must be one of png, npy"):
+        write_frame(raw, "f1", _rgb(1), None, None, None, image_format="jpg")

@@ -111,3 +111,22 @@ def test_calibrated_pd_and_the_combined_method_run_end_to_end(tmp_path):
     assert study.results == before
     page = (tmp_path / "page.md").read_text()
     assert "UMMT-PS + XTC" in page and "## Pseudo-depth filters" in page
+
+
+def test_jobs_share_a_teacher_train_it_once_and_record_every_unit_once(tmp_path):
+    """--jobs 2: UMMT-PS and UMMT-PS + XTC of one seed start together in two processes and
+    need the same teacher; one trains it under the lock, the other waits and loads it."""
+    out = tmp_path / "runs"
+    out.mkdir()
+    study = im.Study(out, tmp_path / "page.md", [0], im.Plan(scale=0.05))
+    steps = [(study.sweep, im.PS), (study.sweep, im.PS_XTC)]
+    study.run(jobs=2, steps=steps)
+    keys = [json.loads(line)["key"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(keys) == ["s0/r0.1/ps_tau0.9", "s0/r0.1/ps_xtc", "s0/r0.1/teacher_depth"]
+    assert study.pending(steps) == []
+    runs = json.loads((out / "invocations.json").read_text())
+    assert [(r["jobs"], r["units"]) for r in runs] == [(2, 2)] and runs[0]["elapsed_s"] > 0
+    page = (tmp_path / "page.md").read_text()
+    assert "--jobs 2" in page and "elapsed over one command with --jobs 2" in page
+    study.run(jobs=2, steps=steps)  # nothing left: a second command runs nothing
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3

@@ -484,6 +484,18 @@ def test_parallel_extraction_writes_what_one_thread_writes(tmp_path, capsys):
         np.testing.assert_array_equal(a[k][1], b[k][1])
     size = {w: sum(p.stat().st_size for p in (outs[w] / "rgb").iterdir()) for w in (1, 3)}
     assert size[3] > size[1]  # stored (level 0) PNGs are larger: the price of speed
+    raw = tmp_path / "ds_npy"  # raw arrays (format/3): the same pixels and depths again
+    rc, text, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(raw),
+                            "--workers", "2", "--image-format", "npy")
+    assert rc == 0, err
+    index = read_index(raw)
+    assert index["format"] == "mtl_perception.folder/3"
+    assert {Path(e[k]).suffix for e in index["frames"] for k in ("rgb", "depth")} == {".npy"}
+    c = _folder_arrays(raw)
+    assert c.keys() == a.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k][0], c[k][0])
+        np.testing.assert_array_equal(a[k][1], c[k][1])
     rc, _, err = run_cli(capsys, "bag", "extract", str(bag), "--out", str(tmp_path / "x"),
                          "--workers", "0")
     assert rc == 2 and "--workers must be >= 1" in err

@@ -42,6 +42,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply frames/epochs (CPU default 1.0; use e.g. 8 on a GPU)")
     p.add_argument("--report", default=None, help="markdown results file to (re)write")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, one process and one torch thread each (imbalance; "
+                        "default 1: e.g. 2 on a 2-core CPU)")
     # --config / --set (every command's): a dataset config (config/train/nyuv2_imbalanced.yaml,
     # xtasc_nyuv2.yaml, ...) instead of the procedural world: the study trains on its frames
 

@@ -30,6 +30,7 @@ import torch
 from mtl_perception.core.contracts import FrameSource
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m
+from mtl_training.apps.command import UserError
 from mtl_training.apps.experiments import host
 from mtl_training.config import ExperimentConfig, apply_override, load_config, load_packaged_config
 from mtl_training.data import build_sources, datasets_from_sources
@@ -366,6 +367,9 @@ def collect(out: Path, variants: list[Variant], seeds: int) -> dict[str, dict[in
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment consistency`: run (or continue) the sweep, rewrite its page."""
+    if (getattr(args, "jobs", 1) or 1) != 1:
+        raise UserError("--jobs is the imbalance study's; the consistency sweep runs one run at "
+                        "a time (21 min for 5 seeds at the CPU default)")
     config = getattr(args, "config", None)
     tag = f"_{Path(config).stem}" if config else ""  # a dataset run keeps its own page
     out = Path(args.out or DEFAULT_OUT + tag)

@@ -27,17 +27,29 @@ Every student gets the same optimisation budget; metrics are the last epoch's on
 runs in priority order (all seeds of one step before the next), appends one line per finished
 unit to <out>/results.jsonl, skips units already there when run again, and rewrites the report
 after every unit, so an interrupted study still leaves an honest page marked INCOMPLETE.
+
+--jobs N runs N units at a time in N processes of one torch thread each (a 2-core CPU halves
+the study's wall time; a GPU workstation runs as many as its memory holds). A unit's result does
+not depend on which process ran it or when: each renders its own copy of the seed's world, and a
+teacher shared by several arms is trained once, under a file lock, by whichever process needs it
+first (the others wait for it and load it).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import math
+import multiprocessing
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -273,16 +285,45 @@ class Study:
             # UMMT-PD needs frames with segmentation but no depth (none in Erkent's split)
             self.pd_config = bool((keep_seg & ~keep_depth).any())
         self.results_path = out / "results.jsonl"
+        self.invocations_path = out / "invocations.json"
         self.results: dict[str, dict[str, Any]] = {}
-        if self.results_path.is_file():
-            for line in self.results_path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # torn last line of an interrupted run
-                self.results[rec["key"]] = rec
+        self.reload()
         self.worlds: dict[tuple[int, int, float], _World] = {}
         self.caches: dict[str, dict] = {}
+
+    def reload(self) -> None:
+        """Read every finished unit from results.jsonl (other processes of a --jobs run append
+        to it too)."""
+        if not self.results_path.is_file():
+            return
+        for line in self.results_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn last line of an interrupted run
+            self.results[rec["key"]] = rec
+
+    @contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between the processes of a --jobs run (flock on <out>/<name>.lock;
+        released by the kernel if its holder dies, so a killed study never leaves one behind)."""
+        path = self.out / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def invocations(self) -> list[dict[str, Any]]:
+        """One entry per `mtl-train experiment imbalance` run on this folder: start, jobs,
+        elapsed wall time, units finished (what the page's wall time is summed from)."""
+        try:
+            data = json.loads(self.invocations_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return []
+        return data if isinstance(data, list) else []
 
     def has_pd(self, split: Split) -> bool:
         return split.pd_frames and self.pd_config
@@ -345,10 +386,14 @@ class Study:
 
     # -- units ---------------------------------------------------------------------------------
     def _record(self, rec: dict[str, Any]) -> None:
-        self.results[rec["key"]] = rec
-        with self.results_path.open("a") as f:
-            f.write(json.dumps(rec, default=float) + "\n")
-        write_report(self)
+        """Append one finished unit and rewrite the page from every process's units; under the
+        results lock, so no page is ever written from an older set than one before it."""
+        with self._lock("results"):
+            with self.results_path.open("a") as f:
+                f.write(json.dumps(rec, default=float) + "\n")
+            self.reload()
+            self.results[rec["key"]] = rec
+            write_report(self)
 
     def _train(self, cfg: ExperimentConfig, world: _World | _Dataset,
                pseudo: PseudoLabels | None = None) -> dict[str, Any]:
@@ -377,6 +422,11 @@ class Study:
         """The teacher's run dir, trained once per (seed, split, direction, sensor noise); None
         if it cannot be trained (no frame keeps both labels at a tiny --scale)."""
         key = f"s{seed}/{split.key}/teacher_{aux}" + ("" if noise == 1.0 else f"_noise{noise:g}")
+        with self._lock(key):  # another process of a --jobs run may be training this one
+            self.reload()
+            return self._teacher(key, seed, split, aux, noise)
+
+    def _teacher(self, key: str, seed: int, split: Split, aux: str, noise: float) -> Path | None:
         run_dir = self.out / key
         if key in self.results and (run_dir / "last.pt").is_file():
             return run_dir
@@ -434,13 +484,84 @@ class Study:
         elif (key := f"s{seed}/{split.key}/{arm.tag}") not in self.results:
             self.student(key, seed, split, arm)
 
-    def run(self) -> None:
-        """Priority order: each step for every seed before the next step."""
-        for split, arm in self.steps():
-            for seed in self.seeds:
+    def pending(self, steps: list[tuple[Split, Arm]] | None = None
+                ) -> list[tuple[int, Split, Arm]]:
+        """Units not finished yet, in priority order: each step for every seed before the
+        next step."""
+        return [(seed, split, arm) for split, arm in (self.steps() if steps is None else steps)
+                for seed in self.seeds if f"s{seed}/{split.key}/{arm.tag}" not in self.results]
+
+    def run(self, jobs: int = 1, steps: list[tuple[Split, Arm]] | None = None,
+            state: dict[str, Any] | None = None) -> None:
+        """Run the pending units, `jobs` at a time (state: what a worker process needs to
+        rebuild this Study; see _worker_init)."""
+        todo = self.pending(steps)
+        if not todo:
+            write_report(self)
+            return
+        started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.time()
+        runs = self.invocations()
+        entry = {"started": started, "jobs": jobs, "elapsed_s": 0.0, "units": 0}
+        runs.append(entry)
+
+        def progress(units: int) -> None:
+            entry.update(elapsed_s=round(time.time() - t0, 1), units=units)
+            write_text_atomic(self.invocations_path, json.dumps(runs, indent=1) + "\n")
+
+        progress(0)
+        if jobs <= 1 or len(todo) <= 1:
+            for n, (seed, split, arm) in enumerate(todo, 1):
                 log.info("imbalance: %s %s seed %d", split.key, arm.tag, seed)
                 self.run_unit(seed, split, arm)
+                progress(n)
+        else:
+            self._run_parallel(todo, jobs, state or {}, progress)
+        self.reload()
         write_report(self)
+
+    def _run_parallel(self, todo: list[tuple[int, Split, Arm]], jobs: int,
+                      state: dict[str, Any], progress: Any) -> None:
+        """Units go to a pool of `jobs` fresh processes in priority order (FIFO); the first
+        failure stops the study (finished units stay recorded)."""
+        state = {"out": str(self.out), "report": str(self.report), "seeds": self.seeds,
+                 "plan": self.plan, **state}
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(state,)) as pool:
+            futures: set[Future] = {pool.submit(_worker_unit, *unit) for unit in todo}
+            done_n = 0
+            try:
+                while futures:
+                    done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        log.info("imbalance: finished %s", fut.result())
+                        done_n += 1
+                    progress(done_n)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+
+_WORKER: Study | None = None
+
+
+def _worker_init(state: dict[str, Any]) -> None:
+    """A --jobs process: one torch thread, its own Study on the shared folder."""
+    global _WORKER
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    config = state.get("config")
+    base = load_config(config, state.get("set") or []) if config else None
+    _WORKER = Study(Path(state["out"]), Path(state["report"]), list(state["seeds"]),
+                    state["plan"], base, config)
+
+
+def _worker_unit(seed: int, split: Split, arm: Arm) -> str:
+    assert _WORKER is not None, "worker not initialised"
+    _WORKER.reload()  # units the other processes finished (shared teachers among them)
+    _WORKER.run_unit(seed, split, arm)
+    return f"s{seed}/{split.key}/{arm.tag}"
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -640,6 +761,8 @@ def write_report(study: Study) -> None:
     cpu = sum(r.get("cpu_s", 0.0) for r in units)
     p = study.plan
     cmd = COMMAND.format(seeds=len(study.seeds), scale=p.scale)
+    if (runs := study.invocations()) and int(runs[-1].get("jobs", 1)) > 1:
+        cmd += f" --jobs {int(runs[-1]['jobs'])}"
     if study.out != Path(DEFAULT_OUT):
         cmd += f" --out {study.out}"
     if study.report != Path(DEFAULT_REPORT):
@@ -665,7 +788,8 @@ def write_report(study: Study) -> None:
         f"Status: {study.status()}.",
         "",
         f"Wall time and hardware: {len(units)} runs finished, {wall / 60:.1f} min of run time "
-        f"({cpu / 60:.1f} min CPU), one torch thread per run, on {host.describe()}.",
+        f"({cpu / 60:.1f} min CPU), one torch thread per run{_elapsed(study)}, on "
+        f"{host.describe()}.",
         "",
         *_dataset_setup(study),
         "## Setup" + (" (of the synthetic study; the dataset run above replaces its data, model "
@@ -741,6 +865,19 @@ def write_report(study: Study) -> None:
     write_text_atomic(study.report, "\n".join(lines))
 
 
+def _elapsed(study: Study) -> str:
+    """The study's wall-clock time, from its invocations (runs overlap under --jobs)."""
+    runs = study.invocations()
+    if not runs:
+        return ""
+    total = sum(r.get("elapsed_s", 0.0) for r in runs) / 60
+    jobs = sorted({int(r.get("jobs", 1)) for r in runs})
+    how = ("one command" if len(runs) == 1 else f"{len(runs)} commands (interrupted and "
+           "resumed)")
+    return (f"; {total:.1f} min elapsed over {how} with --jobs "
+            f"{'/'.join(str(j) for j in jobs)}")
+
+
 def _dataset_setup(study: Study) -> list[str]:
     """The set-up of a --config run (its dataset, label split, model, schedule)."""
     if study.base is None or study.dataset is None:
@@ -768,8 +905,9 @@ def _dataset_setup(study: Study) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment imbalance`: run (or continue) the study, rewrite its page."""
-    if args.seeds < 1 or args.scale <= 0:
-        raise UserError("--seeds must be >= 1 and --scale > 0")
+    jobs = getattr(args, "jobs", 1) or 1
+    if args.seeds < 1 or args.scale <= 0 or jobs < 1:
+        raise UserError("--seeds and --jobs must be >= 1 and --scale > 0")
     torch.set_num_threads(1)
     config = getattr(args, "config", None)
     base = load_config(config, getattr(args, "set", None) or []) if config else None
@@ -779,5 +917,6 @@ def run(args: argparse.Namespace) -> None:
     report = Path(args.report or DEFAULT_REPORT.replace(".md", f"{tag}.md"))
     study = Study(out, report, list(range(args.seeds)), Plan(scale=args.scale), base,
                   str(config) if config else None)
-    study.run()
+    study.run(jobs, state={"config": str(config) if config else None,
+                           "set": getattr(args, "set", None) or []})
     print(f"wrote {report} ({len(study.results)} runs in {out})")

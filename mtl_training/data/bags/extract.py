@@ -10,7 +10,9 @@ frame's depth and encoding its PNGs (numpy and OpenCV, both releasing the GIL) r
 threads, at most 2 x workers frames in flight. Frames are listed in the index in bag order and
 only once their files are written, so the kill-safety below does not depend on the worker count.
 PNGs are written at zlib level `png_compression` (default 0: stored, lossless, ~30x cheaper to
-write than OpenCV's default and ~1.7x larger; 1..9 trade speed for size).
+write than OpenCV's default and ~1.7x larger; 1..9 trade speed for size). `image_format` "npy"
+writes the same pixels as raw .npy arrays instead (folder format/3): no PNG framing or
+checksums, the cheapest lossless file there is to write and to read back in training.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mtl_training.config import BagConfig
 from mtl_training.data.bags.frames import BagReport, PendingFrame, pending_frames
 from mtl_training.data.bags.reader import BagError
 from mtl_training.data.sources.folder import (
+    IMAGE_FORMATS,
     INDEX,
     DatasetFormatError,
     read_index,
@@ -72,16 +75,16 @@ def _settings(cfg: BagConfig) -> dict[str, Any]:
 
 
 def _write_pending(out: Path, fid: str, pending: PendingFrame, meta: dict[str, Any],
-                   png_compression: int | None) -> dict[str, Any]:
+                   png_compression: int | None, image_format: str) -> dict[str, Any]:
     """Register one frame and write its files (a worker's job); returns its index entry."""
     f = pending.frame()
     return write_frame(out, fid, f.rgb, f.depth, f.seg, f.K, meta,
-                       png_compression=png_compression)
+                       png_compression=png_compression, image_format=image_format)
 
 
 def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0,
             progress: bool = True, *, workers: int = 1,
-            png_compression: int | None = PNG_COMPRESSION
+            png_compression: int | None = PNG_COMPRESSION, image_format: str = "png"
             ) -> tuple[list[BagReport], dict[str, Any]]:
     """Extract bags into the folder dataset `out` (incremental); returns per-bag reports and
     totals. dataset.json is rewritten atomically after each bag and at checkpoints within one
@@ -92,6 +95,9 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
     """
     if workers < 1:
         raise BagError(f"--workers must be >= 1, got {workers}")
+    if image_format not in IMAGE_FORMATS:
+        raise BagError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, "
+                       f"got {image_format!r}")
     out = Path(out)
     entries: list[dict[str, Any]] = []
     sources: dict[str, Any] = {}
@@ -109,7 +115,7 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
     try:
         for bag in bags:
             written += _extract_bag(Path(bag), out, cfg, info, entries, sources, reports, progress,
-                                    pool, workers, png_compression)
+                                    pool, workers, png_compression, image_format)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -127,7 +133,7 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
 def _extract_bag(bag: Path, out: Path, cfg: BagConfig, info: DatasetInfo,
                  entries: list[dict[str, Any]], sources: dict[str, Any],
                  reports: list[BagReport], progress: bool, pool: ThreadPoolExecutor | None,
-                 workers: int, png_compression: int | None) -> int:
+                 workers: int, png_compression: int | None, image_format: str) -> int:
     """One bag into `out` (entries and sources updated in place); returns frames written."""
     key = bag_key(bag)
     report = BagReport(str(bag))
@@ -167,9 +173,10 @@ def _extract_bag(bag: Path, out: Path, cfg: BagConfig, info: DatasetInfo,
                 "stamp_ns": f.stamp_ns, "depth_stamp_ns": f.depth_stamp_ns,
                 "stamp_source": report.stamp_source, "header_frame_id": f.frame_id}
         if pool is None:
-            finished(_write_pending(out, fid, f, meta, png_compression))
+            finished(_write_pending(out, fid, f, meta, png_compression, image_format))
             continue
-        inflight.append(pool.submit(_write_pending, out, fid, f, meta, png_compression))
+        inflight.append(pool.submit(_write_pending, out, fid, f, meta, png_compression,
+                                    image_format))
         while len(inflight) > 2 * workers or (inflight and inflight[0].done()):
             finished(inflight.popleft().result())  # in bag order
     while inflight:

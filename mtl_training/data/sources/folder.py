@@ -2,7 +2,9 @@
 and the one a converter from any other dataset should write.
 
 Format `mtl_perception.folder/2` (format/1 folders are still read; they are format/2 with
-depth_scale 0.001, no label_map and no depth files other than 16-bit PNGs):
+depth_scale 0.001, no label_map and no depth files other than 16-bit PNGs), or
+`mtl_perception.folder/3` when a frame's images are .npy arrays (format/3 = format/2 plus those;
+a folder of PNGs keeps saying /2, so older readers still open it):
     dataset.json   {"format", "name", "classes", "palette", "max_depth" (metres, the depth range
                     of the data), "depth_scale" (metres per unit of 16-bit depth PNGs without
                     their own; default 0.001), "label_map" (optional {"raw id": class id | 255}),
@@ -12,6 +14,11 @@ depth_scale 0.001, no label_map and no depth files other than 16-bit PNGs):
     depth/<id>.npy float32 metres (read with allow_pickle=False), 0 = invalid: depth a 16-bit PNG
                    cannot hold (beyond 65535 x depth_scale), or exact floats on request
     seg/<id>.png   8-bit (16-bit above 255) class ids, 255 = ignore; raw ids only with label_map
+  format/3 only (image_format "npy": the same pixels as raw arrays, ~3x cheaper to write than even
+  an uncompressed PNG and ~9x cheaper to read; every .npy is read with allow_pickle=False):
+    rgb/<id>.npy   uint8 [H, W, 3] RGB
+    depth/<id>.npy uint16 [H, W]: metres = value x depth_scale, as the 16-bit PNG
+    seg/<id>.npy   uint8 / uint16 [H, W] class ids, as the PNG
 Each frame entry: {"id", "rgb", "depth"|null, "depth_scale" (PNG depth), "depth_max" (metres,
 largest valid value), "seg"|null, "K": [9 floats]|null, "meta": {...}}. Files absent = unknown.
 dataset.json is written last and atomically, so a folder without it is an unfinished write.
@@ -40,11 +47,13 @@ from mtl_training.config import ConfigError, DataConfig
 from mtl_training.data.sources.holdout import check_split, holdout
 
 FORMAT = "mtl_perception.folder/2"  # 2: depth_scale, float32 .npy depth, label_map, test split
+FORMAT_V3 = "mtl_perception.folder/3"  # 3: rgb / seg / 16-bit depth as .npy arrays too
 FORMAT_V1 = "mtl_perception.folder/1"  # 16-bit millimetre depth only
-READABLE_FORMATS = (FORMAT, FORMAT_V1)
+READABLE_FORMATS = (FORMAT, FORMAT_V3, FORMAT_V1)
 INDEX = "dataset.json"
 DEPTH_SCALE = 0.001  # metres per unit of a 16-bit depth PNG: millimetres (REP 118)
 DEPTH_ENCODINGS = ("auto", "png16", "npy")
+IMAGE_FORMATS = ("png", "npy")  # how write_frame stores rgb, seg and 16-bit depth
 
 log = logging.getLogger("mtl_training.data")
 
@@ -74,6 +83,26 @@ def write_png(path: Path, array: np.ndarray, *, compression: int | None = None) 
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), array, png_params(compression)):
         raise OSError(f"could not write {path}")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """An array as .npy (no pickle), its folder created: the folder format's raw image file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def read_npy(path: Path, kinds: tuple[str, ...], ndim: int, what: str) -> np.ndarray:
+    """An image stored as .npy: never unpickled, and its dtype and rank checked, so a wrong or
+    hostile file stops reading with one line naming it."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetFormatError(f"cannot read {what} {path} ({exc})") from exc
+    if a.ndim != ndim or a.dtype.name not in kinds or (ndim == 3 and a.shape[2] != 3):
+        raise DatasetFormatError(f"{path}: {what} must be {'/'.join(kinds)} "
+                                 f"{'[H, W, 3]' if ndim == 3 else '[H, W]'}, got {a.dtype} "
+                                 f"{list(a.shape)}")
+    return a
 
 
 def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
@@ -133,39 +162,56 @@ def frame_entry(frame_id: str, rgb: str, depth: str | None, seg: str | None,
 def write_frame(root: Path, frame_id: str, rgb: np.ndarray, depth: np.ndarray | None,
                 seg: np.ndarray | None, K: np.ndarray | None,
                 meta: dict[str, Any] | None = None, *, depth_encoding: str = "auto",
-                depth_scale: float = DEPTH_SCALE,
-                png_compression: int | None = None) -> dict[str, Any]:
+                depth_scale: float = DEPTH_SCALE, png_compression: int | None = None,
+                image_format: str = "png") -> dict[str, Any]:
     """Write one frame's files and return its index entry.
 
-    Depth is metres (0 / NaN = invalid) and is never clipped: `depth_encoding` `auto` writes a
-    16-bit PNG at `depth_scale` (1 mm: exact for 16UC1 sensor depth) when it fits and float32
+    Depth is metres (0 / NaN = invalid) and is never clipped: `depth_encoding` `auto` writes
+    16-bit depth at `depth_scale` (1 mm: exact for 16UC1 sensor depth) when it fits and float32
     .npy when it does not (beyond 65.535 m at 1 mm); `png16` raises instead; `npy` is exact.
-    `png_compression` (zlib level 0..9, None = OpenCV's default) trades file size for write
-    speed; every level is lossless (png_params).
+    `image_format` "png" writes rgb, seg and 16-bit depth as PNGs (`png_compression`: zlib
+    level 0..9, None = OpenCV's default, every level lossless: png_params); "npy" writes the
+    same pixels as raw .npy arrays (format/3), the cheapest lossless file to write and read.
     """
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, "
+                         f"got {image_format!r}")
     root = Path(root)
-    write_png(root / "rgb" / f"{frame_id}.png", rgb, compression=png_compression)
+
+    def image(folder: str, array: np.ndarray) -> str:
+        rel = f"{folder}/{frame_id}.{image_format}"
+        if image_format == "npy":
+            write_npy(root / rel, array)
+        else:
+            write_png(root / rel, array, compression=png_compression)
+        return rel
+
+    rgb_rel = image("rgb", rgb)
     depth_rel, scale, top = None, None, None
     if depth is not None:
         suffix, array, scale = encode_depth(depth, depth_encoding, depth_scale)
-        depth_rel = f"depth/{frame_id}{suffix}"
-        path = root / depth_rel
-        if suffix == ".npy":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, array, allow_pickle=False)
+        if suffix == ".npy":  # float metres: .npy in either image format
+            depth_rel = f"depth/{frame_id}.npy"
+            write_npy(root / depth_rel, array)
         else:
-            write_png(path, array, compression=png_compression)
+            depth_rel = image("depth", array)
         top = float(array.max()) * (scale or 1.0) if array.size else 0.0
+    seg_rel = None
     if seg is not None:
         seg = np.asarray(seg)
         if seg.size and (int(seg.min()) < 0 or int(seg.max()) > 65535):
             raise ValueError(f"{frame_id}: label ids must be in 0..65535")
         dtype = np.uint8 if not seg.size or int(seg.max()) <= 255 else np.uint16
-        write_png(root / "seg" / f"{frame_id}.png", seg.astype(dtype),
-                  compression=png_compression)
-    return frame_entry(frame_id, f"rgb/{frame_id}.png", depth_rel,
-                       None if seg is None else f"seg/{frame_id}.png", K, meta,
-                       depth_scale=scale, depth_max=top)
+        seg_rel = image("seg", seg.astype(dtype, copy=False))
+    return frame_entry(frame_id, rgb_rel, depth_rel, seg_rel, K, meta, depth_scale=scale,
+                       depth_max=top)
+
+
+def _raw_images(entry: dict[str, Any]) -> bool:
+    """Whether a frame has a format/3 file: rgb or seg .npy, or 16-bit depth .npy (one with a
+    depth_scale; float metres .npy is format/2's)."""
+    npy = [k for k in ("rgb", "seg", "depth") if str(entry.get(k) or "").endswith(".npy")]
+    return any(k != "depth" or "depth_scale" in entry for k in npy)
 
 
 def write_index(root: Path, info: DatasetInfo, frames: Iterable[dict[str, Any]],
@@ -178,10 +224,10 @@ def write_index(root: Path, info: DatasetInfo, frames: Iterable[dict[str, Any]],
     if max_depth is None:
         tops = [float(f["depth_max"]) for f in frames if f.get("depth_max")]
         max_depth = max(tops) if tops else 10.0
-    index: dict[str, Any] = {"format": FORMAT, "name": info.name, "classes": info.classes,
-                             "palette": info.palette, "max_depth": float(max_depth),
-                             "depth_scale": DEPTH_SCALE, "frames": frames,
-                             "splits": splits or {}}
+    index: dict[str, Any] = {"format": FORMAT_V3 if any(map(_raw_images, frames)) else FORMAT,
+                             "name": info.name, "classes": info.classes, "palette": info.palette,
+                             "max_depth": float(max_depth), "depth_scale": DEPTH_SCALE,
+                             "frames": frames, "splits": splits or {}}
     if label_map:
         index["label_map"] = {str(int(k)): int(v) for k, v in label_map.items()}
     index.update(extra or {})
@@ -281,16 +327,25 @@ def read_png(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     return img
 
 
-def read_depth(path: Path, scale: float) -> np.ndarray:
-    """float32 metres from a 16-bit PNG (x scale) or a float32 .npy (no pickle, ever)."""
+def read_image(path: Path, what: str) -> np.ndarray:
+    """A frame's rgb (uint8 RGB [H, W, 3]) or seg (uint8/uint16 [H, W]) file, PNG or .npy."""
     if path.suffix == ".npy":
-        try:
-            d = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DatasetFormatError(f"cannot read depth {path} ({exc})") from exc
-        if d.ndim != 2 or d.dtype.kind != "f":
-            raise DatasetFormatError(f"{path}: depth must be a 2-D float array in metres, got "
-                                     f"{d.dtype} {d.shape}")
+        if what == "rgb":
+            return read_npy(path, ("uint8",), 3, "rgb")
+        return read_npy(path, ("uint8", "uint16"), 2, "label image")
+    if what == "rgb":
+        return cv2.cvtColor(read_png(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return read_png(path)
+
+
+def read_depth(path: Path, scale: float) -> np.ndarray:
+    """float32 metres from 16-bit depth (x scale; PNG or uint16 .npy) or float32 .npy metres
+    (no pickle, ever)."""
+    if path.suffix == ".npy":
+        d = read_npy(path, ("float16", "float32", "float64", "uint16"), 2,
+                     "depth (float metres or uint16 x depth_scale)")
+        if d.dtype == np.uint16:
+            return d.astype(np.float32) * np.float32(scale)
         return _clean_depth(d)
     img = read_png(path)
     if img.ndim != 2 or img.dtype != np.uint16:
@@ -346,7 +401,7 @@ class FolderSource:
 
     def frame(self, index: int) -> RawFrame:
         entry = self.frames[index]
-        rgb = cv2.cvtColor(read_png(self.root / entry["rgb"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        rgb = read_image(self.root / entry["rgb"], "rgb")
         depth = None
         if entry.get("depth"):
             depth = read_depth(self.root / entry["depth"],
@@ -356,7 +411,7 @@ class FolderSource:
         seg = None
         if entry.get("seg"):
             path = self.root / entry["seg"]
-            seg = check_labels(path, read_png(path), len(self.info.classes), self.lut)
+            seg = check_labels(path, read_image(path, "seg"), len(self.info.classes), self.lut)
         K = None if entry.get("K") is None else np.asarray(entry["K"], np.float64).reshape(3, 3)
         meta = {"source": str(self.root), "frame_id": entry["id"], **entry.get("meta", {})}
         return RawFrame(rgb, depth, seg, K, meta)
