@@ -45,7 +45,7 @@ import math
 import multiprocessing
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -520,7 +520,7 @@ class Study:
         write_report(self)
 
     def _run_parallel(self, todo: list[tuple[int, Split, Arm]], jobs: int,
-                      state: dict[str, Any], progress: Any) -> None:
+                      state: dict[str, Any], progress: Callable[[int], None]) -> None:
         """Units go to a pool of `jobs` fresh processes in priority order (FIFO); the first
         failure stops the study (finished units stay recorded)."""
         state = {"out": str(self.out), "report": str(self.report), "seeds": self.seeds,
