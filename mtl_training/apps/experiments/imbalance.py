@@ -13,7 +13,8 @@ Arms, per seed (the default --seeds 5), in priority order:
                 only.
   UMMT-PD       + pseudo-depth from a seg->depth teacher on frames with segmentation only, kept
                 by the calibrated filter (pseudo.depth_filter=calibrated, pseudo/thresholds.py;
-                the flip rule's coverage and error are recorded beside it).
+                the flip rule's coverage and error are recorded beside it; where it keeps
+                nothing, `experiment pseudo_depth` trains on pseudo-depth that is kept).
   XTC           UMMT + the label-free cross-task consistency term (METHOD.md B).
   UMMT-PS + XTC the combined method: consistency on pseudo-labelled and unlabelled frames too.
 on the 10 % split; UMMT and UMMT-PS on the paper's count split (500 frames with depth, 250 of
@@ -249,14 +250,15 @@ class Arm:
     label: str
     aux: str | None = None  # None: no teacher (UMMT, XTC); "depth": UMMT-PS; "seg": UMMT-PD
     tau: float = MAIN_TAU
-    mode: str = "global"
+    mode: str = "global"  # UMMT-PS: global | per_class; UMMT-PD: calibrated | flip
     xtc: bool = False
     noise: float = 1.0  # sensor noise of the teacher's world (UMMT-PS only)
+    max_rel_err: float = 0.1  # UMMT-PD calibrated: kept calibration pixels' mean rel err
 
 
 UMMT = Arm("ummt", "UMMT")
 PS = Arm(f"ps_tau{MAIN_TAU}", f"UMMT-PS (τ={MAIN_TAU})", "depth")
-PD = Arm("pd_cal", "UMMT-PD (calibrated filter)", "seg")
+PD = Arm("pd_cal", "UMMT-PD (calibrated filter)", "seg", mode="calibrated")
 XTC = Arm("xtc", "XTC", xtc=True)
 PS_XTC = Arm("ps_xtc", "UMMT-PS + XTC", "depth", xtc=True)
 TAU_ARMS = tuple(PS if t == MAIN_TAU else Arm(f"ps_tau{t}", f"UMMT-PS (τ={t})", "depth", t)
@@ -324,6 +326,10 @@ class Study:
         except (OSError, json.JSONDecodeError):
             return []
         return data if isinstance(data, list) else []
+
+    def page(self) -> None:
+        """(Re)write the study's results page from every unit finished so far."""
+        write_report(self)
 
     def has_pd(self, split: Split) -> bool:
         return split.pd_frames and self.pd_config
@@ -393,7 +399,7 @@ class Study:
                 f.write(json.dumps(rec, default=float) + "\n")
             self.reload()
             self.results[rec["key"]] = rec
-            write_report(self)
+            self.page()
 
     def _train(self, cfg: ExperimentConfig, world: _World | _Dataset,
                pseudo: PseudoLabels | None = None) -> dict[str, Any]:
@@ -462,16 +468,19 @@ class Study:
         cache = self.caches.setdefault(str(teacher_dir), {})
         extra: dict[str, Any] = {"tau": arm.tau if arm.aux == "depth" else None,
                                  "mode": arm.mode, "noise": arm.noise}
-        if arm.aux == "seg":  # the flip rule's numbers too, to set the calibrated ones against
+        calibration: MultiTaskDataset | None = None
+        if arm.aux == "seg" and arm.mode == "flip":
+            cfg = PseudoLabelConfig(depth_filter="flip", batch_size=16)
+        elif arm.aux == "seg":  # the flip rule's numbers too, to set the calibrated ones against
             flip = run_pseudo_label(teacher, train_set, self.out / "pseudo" / f"{key}_flip",
                                     PseudoLabelConfig(batch_size=16), overwrite=True,
                                     progress=False, cache=cache)
             extra["pseudo_flip"] = flip
-            cfg = PseudoLabelConfig(depth_filter="calibrated", batch_size=16)
-            calibration: MultiTaskDataset | None = world.calibration_set(data)
+            cfg = PseudoLabelConfig(depth_filter="calibrated", batch_size=16,
+                                    depth_max_rel_err=arm.max_rel_err)
+            calibration = world.calibration_set(data)
         else:
             cfg = PseudoLabelConfig(tau=arm.tau, mode=arm.mode, batch_size=16)
-            calibration = None
         pseudo_dir = self.out / "pseudo" / key  # outside the student's run dir (rewritten)
         extra["pseudo"] = run_pseudo_label(teacher, train_set, pseudo_dir, cfg, overwrite=True,
                                            progress=False, cache=cache, calibration=calibration)
@@ -497,7 +506,7 @@ class Study:
         rebuild this Study; see _worker_init)."""
         todo = self.pending(steps)
         if not todo:
-            write_report(self)
+            self.page()
             return
         started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.time()
         runs = self.invocations()
@@ -517,14 +526,14 @@ class Study:
         else:
             self._run_parallel(todo, jobs, state or {}, progress)
         self.reload()
-        write_report(self)
+        self.page()
 
     def _run_parallel(self, todo: list[tuple[int, Split, Arm]], jobs: int,
                       state: dict[str, Any], progress: Callable[[int], None]) -> None:
         """Units go to a pool of `jobs` fresh processes in priority order (FIFO); the first
         failure stops the study (finished units stay recorded)."""
         state = {"out": str(self.out), "report": str(self.report), "seeds": self.seeds,
-                 "plan": self.plan, **state}
+                 "plan": self.plan, "cls": type(self), **state}
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
                                  initargs=(state,)) as pool:
@@ -553,8 +562,8 @@ def _worker_init(state: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.WARNING)
     config = state.get("config")
     base = load_config(config, state.get("set") or []) if config else None
-    _WORKER = Study(Path(state["out"]), Path(state["report"]), list(state["seeds"]),
-                    state["plan"], base, config)
+    _WORKER = state.get("cls", Study)(Path(state["out"]), Path(state["report"]),
+                                      list(state["seeds"]), state["plan"], base, config)
 
 
 def _worker_unit(seed: int, split: Split, arm: Arm) -> str:
@@ -565,7 +574,7 @@ def _worker_unit(seed: int, split: Split, arm: Arm) -> str:
 
 
 # -- report ----------------------------------------------------------------------------------
-def _ms(values: list[float], fmt: str = ".3f") -> str:
+def ms(values: list[float], fmt: str = ".3f") -> str:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return "–"
@@ -575,7 +584,7 @@ def _ms(values: list[float], fmt: str = ".3f") -> str:
         f" (n={len(vals)})" if len(vals) < MIN_SEEDS else "")
 
 
-def _students(study: Study, split: Split, tag: str) -> dict[int, dict[str, Any]]:
+def students(study: Study, split: Split, tag: str) -> dict[int, dict[str, Any]]:
     return {s: study.results[k] for s in study.seeds
             if (k := f"s{s}/{split.key}/{tag}") in study.results}
 
@@ -588,7 +597,7 @@ FMT = {"mIoU": "+.3f", "abs err (m)": "+.3f", "Δm (%)": "+.1f"}
 def compare(study: Study, split: Split, treat: Arm, ref: Arm,
             metrics: tuple[tuple[str, str, bool], ...] = COMPARED) -> list[Comparison | None]:
     """`treat` against `ref` on the same seeds and split: one Comparison per metric."""
-    a, b = _students(study, split, treat.tag), _students(study, split, ref.tag)
+    a, b = students(study, split, treat.tag), students(study, split, ref.tag)
     va = {s: flatten(r["val"]) for s, r in a.items()}
     vb = {s: flatten(r["val"]) for s, r in b.items()}
     name = f"{treat.label} vs {ref.label}, {split.label} seg labels"
@@ -604,32 +613,33 @@ def compare(study: Study, split: Split, treat: Arm, ref: Arm,
     return out
 
 
-def _dm_vs_ummt(study: Study, split: Split, tag: str) -> list[float]:
-    base, arm = _students(study, split, "ummt"), _students(study, split, tag)
+def dm_vs_ummt(study: Study, split: Split, tag: str) -> list[float]:
+    base, arm = students(study, split, "ummt"), students(study, split, tag)
     return [delta_m(flatten(arm[s]["val"]), flatten(base[s]["val"]), DELTA_KEYS)
             for s in sorted(set(base) & set(arm))]
 
 
-def _main_table(study: Study) -> list[str]:
+def main_table(study: Study, arms: tuple[Arm, ...] | None = None) -> list[str]:
+    """Every student arm's held-out metrics per split (mean ± std over seeds), Δm vs UMMT."""
     lines = ["| seg labels | arm | mIoU | pixel acc | abs err (m) | rel err | RMSE (m) | δ<1.25 "
              "| Δm vs UMMT (%) |", "|---|---|---|---|---|---|---|---|---|"]
     rows = [(split, arm) for split in (*study.splits, *filter(None, [study.count_split]))
-            for arm in (UMMT, PS, PD, XTC, PS_XTC)]
+            for arm in (arms or (UMMT, PS, PD, XTC, PS_XTC))]
     for split, arm in rows:
-        runs = _students(study, split, arm.tag)
+        runs = students(study, split, arm.tag)
         if not runs:
             continue
         m = [flatten(r["val"]) for r in runs.values()]
-        dm = "0 (reference)" if arm is UMMT else _ms(_dm_vs_ummt(study, split, arm.tag), "+.1f")
+        dm = "0 (reference)" if arm is UMMT else ms(dm_vs_ummt(study, split, arm.tag), "+.1f")
         lines.append(
-            f"| {split.label} | {arm.label} | {_ms([x['miou'] for x in m])} | "
-            f"{_ms([x['pixel_acc'] for x in m])} | {_ms([x['abs_err'] for x in m])} | "
-            f"{_ms([x['rel_err'] for x in m])} | {_ms([x['rmse'] for x in m])} | "
-            f"{_ms([x['delta1'] for x in m])} | {dm} |")
+            f"| {split.label} | {arm.label} | {ms([x['miou'] for x in m])} | "
+            f"{ms([x['pixel_acc'] for x in m])} | {ms([x['abs_err'] for x in m])} | "
+            f"{ms([x['rel_err'] for x in m])} | {ms([x['rmse'] for x in m])} | "
+            f"{ms([x['delta1'] for x in m])} | {dm} |")
     return lines
 
 
-def _teacher_table(study: Study) -> list[str]:
+def teacher_table(study: Study) -> list[str]:
     lines = ["| seg labels | teacher | sensor noise | frames with both labels (train) | "
              "held-out score |", "|---|---|---|---|---|"]
     splits = (*study.splits, *filter(None, [study.count_split]))
@@ -643,17 +653,17 @@ def _teacher_table(study: Study) -> list[str]:
                 if not runs:
                     continue
                 m = [flatten(r["val"]) for r in runs]
-                score = (f"mIoU {_ms([x['miou'] for x in m])}, pixel acc "
-                         f"{_ms([x['pixel_acc'] for x in m])}" if aux == "depth" else
-                         f"abs err {_ms([x['abs_err'] for x in m])} m, RMSE "
-                         f"{_ms([x['rmse'] for x in m])} m")
+                score = (f"mIoU {ms([x['miou'] for x in m])}, pixel acc "
+                         f"{ms([x['pixel_acc'] for x in m])}" if aux == "depth" else
+                         f"abs err {ms([x['abs_err'] for x in m])} m, RMSE "
+                         f"{ms([x['rmse'] for x in m])} m")
                 lines.append(f"| {split.label} | {name} | x{noise:g} | ~{both} (seed 0) | "
                              f"{score} |")
     return lines
 
 
 def _pseudo_row(study: Study, split: Split, arm: Arm, name: str) -> str | None:
-    runs = _students(study, split, arm.tag)
+    runs = students(study, split, arm.tag)
     if not runs:
         return None
     ps = [r["pseudo"] for r in runs.values()]
@@ -662,10 +672,10 @@ def _pseudo_row(study: Study, split: Split, arm: Arm, name: str) -> str | None:
         pcc = [v for v in (p.get("per_class_coverage") or {}).values() if v is not None]
         if pcc:
             worst.append(min(pcc))
-    return (f"| {name} | {_ms([p['coverage'] for p in ps])} | "
-            f"{_ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {_ms(worst)} | "
-            f"{_ms([flatten(r['val'])['miou'] for r in runs.values()])} | "
-            f"{_ms(_dm_vs_ummt(study, split, arm.tag), '+.1f')} |")
+    return (f"| {name} | {ms([p['coverage'] for p in ps])} | "
+            f"{ms([p.get('kept_accuracy', float('nan')) for p in ps])} | {ms(worst)} | "
+            f"{ms([flatten(r['val'])['miou'] for r in runs.values()])} | "
+            f"{ms(dm_vs_ummt(study, split, arm.tag), '+.1f')} |")
 
 
 PSEUDO_HEADER = ["| pseudo-labels | coverage | kept-pixel accuracy | lowest per-class coverage "
@@ -690,7 +700,7 @@ def _filter_table(study: Study) -> list[str]:
              "threshold (flip disagreement) | calibration rooms: coverage, rel err |",
              "|---|---|---|---|---|---|---|"]
     for split in study.splits:
-        runs = _students(study, split, PD.tag)
+        runs = students(study, split, PD.tag)
         if not runs:
             continue
         for name, field in (("flip agreement within 5 %", "pseudo_flip"),
@@ -698,11 +708,11 @@ def _filter_table(study: Study) -> list[str]:
             ps = [r[field] for r in runs.values() if field in r]
             cal = [p["calibration"] for p in ps if "calibration" in p]
             lines.append(
-                f"| {split.label} | {name} | {_ms([p['coverage'] for p in ps])} | "
-                f"{_ms([p.get('kept_rel_err', float('nan')) for p in ps])} | "
-                f"{_ms([p.get('kept_delta1', float('nan')) for p in ps])} | "
-                + (f"{_ms([c['threshold'] for c in cal], '.4f')} | "
-                   f"{_ms([c['coverage'] for c in cal])}, {_ms([c['rel_err'] for c in cal])} |"
+                f"| {split.label} | {name} | {ms([p['coverage'] for p in ps])} | "
+                f"{ms([p.get('kept_rel_err', float('nan')) for p in ps])} | "
+                f"{ms([p.get('kept_delta1', float('nan')) for p in ps])} | "
+                + (f"{ms([c['threshold'] for c in cal], '.4f')} | "
+                   f"{ms([c['coverage'] for c in cal])}, {ms([c['rel_err'] for c in cal])} |"
                    if cal else "0.05 (fixed) | – |"))
     return lines
 
@@ -734,12 +744,12 @@ def _reading(study: Study) -> list[str]:
     for split in study.splits:
         t = [flatten(r["val"])["miou"] for s in study.seeds
              if (r := study.results.get(f"s{s}/{split.key}/teacher_depth", {})).get("val")]
-        u = [flatten(r["val"])["miou"] for r in _students(study, split, "ummt").values()]
+        u = [flatten(r["val"])["miou"] for r in students(study, split, "ummt").values()]
         if t and u:
             out.append(f"- {split.label} seg labels: the RGB+depth teacher reaches mIoU "
                        f"{np.mean(t):.3f} on held-out rooms (with their depth), the RGB student "
                        f"with the same labels {np.mean(u):.3f}.")
-    main = _students(study, study.sweep, PS.tag)
+    main = students(study, study.sweep, PS.tag)
     if main:
         cov = float(np.mean([r["pseudo"]["coverage"] for r in main.values()]))
         line = (f"- At τ = {MAIN_TAU} ({study.sweep.label} labels) the teachers kept "
@@ -788,7 +798,7 @@ def write_report(study: Study) -> None:
         f"Status: {study.status()}.",
         "",
         f"Wall time and hardware: {len(units)} runs finished, {wall / 60:.1f} min of run time "
-        f"({cpu / 60:.1f} min CPU), one torch thread per run{_elapsed(study)}, on "
+        f"({cpu / 60:.1f} min CPU), one torch thread per run{elapsed(study)}, on "
         f"{host.describe()}.",
         "",
         *_dataset_setup(study),
@@ -832,12 +842,12 @@ def write_report(study: Study) -> None:
         "",
         "## Students",
         "",
-        *_main_table(study),
+        *main_table(study),
         "",
         *sections,
         "## Teachers (scored with their auxiliary input on the held-out rooms)",
         "",
-        *_teacher_table(study),
+        *teacher_table(study),
         "",
         f"## Pseudo-label quality vs quantity ({study.sweep.label} segmentation labels)",
         "",
@@ -865,7 +875,7 @@ def write_report(study: Study) -> None:
     write_text_atomic(study.report, "\n".join(lines))
 
 
-def _elapsed(study: Study) -> str:
+def elapsed(study: Study) -> str:
     """The study's wall-clock time, from its invocations (runs overlap under --jobs)."""
     runs = study.invocations()
     if not runs:
