@@ -765,20 +765,34 @@ def _reading(study: Study) -> list[str]:
     return out
 
 
-def write_report(study: Study) -> None:
-    units = list(study.results.values())
-    wall = sum(r.get("wall_s", 0.0) + r.get("pseudo_s", 0.0) for r in units)
-    cpu = sum(r.get("cpu_s", 0.0) for r in units)
-    p = study.plan
-    cmd = COMMAND.format(seeds=len(study.seeds), scale=p.scale)
+def page_command(study: Study, template: str, default_out: str, default_report: str) -> str:
+    """The command line that (re)produces a study's page: what its header shows."""
+    cmd = template.format(seeds=len(study.seeds), scale=study.plan.scale)
     if (runs := study.invocations()) and int(runs[-1].get("jobs", 1)) > 1:
         cmd += f" --jobs {int(runs[-1]['jobs'])}"
-    if study.out != Path(DEFAULT_OUT):
+    if study.out != Path(default_out):
         cmd += f" --out {study.out}"
-    if study.report != Path(DEFAULT_REPORT):
+    if study.report != Path(default_report):
         cmd += f" --report {study.report}"
     if study.config_path:
         cmd += f" --config {study.config_path}"
+    return cmd
+
+
+def wall_time(study: Study) -> str:
+    """The page's wall-time and hardware sentence, summed from the finished units."""
+    units = list(study.results.values())
+    wall = sum(r.get("wall_s", 0.0) + r.get("pseudo_s", 0.0) for r in units)
+    cpu = sum(r.get("cpu_s", 0.0) for r in units)
+    return (f"Wall time and hardware: {len(units)} runs finished, {wall / 60:.1f} min of run "
+            f"time ({cpu / 60:.1f} min CPU), one torch thread per run{elapsed(study)}, on "
+            f"{host.describe()}.")
+
+
+def write_report(study: Study) -> None:
+    units = list(study.results.values())
+    p = study.plan
+    cmd = page_command(study, COMMAND, DEFAULT_OUT, DEFAULT_REPORT)
     steps_student = [r["steps"] for r in units if r["kind"] == "student"]
     steps_teacher = [r["steps"] for r in units if r["kind"] == "teacher" and "steps" in r]
     depth_n, seg_n = p.counts
@@ -797,9 +811,7 @@ def write_report(study: Study) -> None:
         "",
         f"Status: {study.status()}.",
         "",
-        f"Wall time and hardware: {len(units)} runs finished, {wall / 60:.1f} min of run time "
-        f"({cpu / 60:.1f} min CPU), one torch thread per run{elapsed(study)}, on "
-        f"{host.describe()}.",
+        wall_time(study),
         "",
         *_dataset_setup(study),
         "## Setup" + (" (of the synthetic study; the dataset run above replaces its data, model "

@@ -30,7 +30,6 @@ import torch
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import flatten
 from mtl_training.apps.command import UserError
-from mtl_training.apps.experiments import host
 from mtl_training.apps.experiments.imbalance import (
     DELTA_KEYS,
     FMT,
@@ -41,11 +40,12 @@ from mtl_training.apps.experiments.imbalance import (
     Split,
     Study,
     compare,
-    elapsed,
     main_table,
     ms,
+    page_command,
     students,
     teacher_table,
+    wall_time,
 )
 from mtl_training.stats import MIN_SEEDS, Comparison, family_markdown
 
@@ -132,18 +132,9 @@ def _reading(study: Study) -> list[str]:
 
 
 def write_report(study: Study) -> None:
-    units = list(study.results.values())
-    wall = sum(r.get("wall_s", 0.0) + r.get("pseudo_s", 0.0) for r in units)
-    cpu = sum(r.get("cpu_s", 0.0) for r in units)
     p = study.plan
-    cmd = COMMAND.format(seeds=len(study.seeds), scale=p.scale)
-    if (runs := study.invocations()) and int(runs[-1].get("jobs", 1)) > 1:
-        cmd += f" --jobs {int(runs[-1]['jobs'])}"
-    if study.out != Path(DEFAULT_OUT):
-        cmd += f" --out {study.out}"
-    if study.report != Path(DEFAULT_REPORT):
-        cmd += f" --report {study.report}"
-    steps = [r["steps"] for r in units if r["kind"] == "student"]
+    cmd = page_command(study, COMMAND, DEFAULT_OUT, DEFAULT_REPORT)
+    steps = [r["steps"] for r in study.results.values() if r["kind"] == "student"]
     lines = [
         "# Pseudo-labels in both directions: depth → seg against seg → depth",
         "",
@@ -157,9 +148,7 @@ def write_report(study: Study) -> None:
         "",
         f"Status: {study.status()}.",
         "",
-        f"Wall time and hardware: {len(units)} runs finished, {wall / 60:.1f} min of run time "
-        f"({cpu / 60:.1f} min CPU), one torch thread per run{elapsed(study)}, on "
-        f"{host.describe()}.",
+        wall_time(study),
         "",
         "## Setup",
         f"- The imbalance study's plan at this scale (`docs/results/imbalance*.md`): world seeds "
