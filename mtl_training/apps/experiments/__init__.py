@@ -29,7 +29,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "noisy teacher depth, tau sweep", imbalance.run),
     Experiment("pseudo_depth",
                "UMMT vs UMMT-PS vs UMMT-PD with kept pseudo-depth (calibrated 0.2, flip rule), "
-               "10 % seg labels: the two directions' asymmetry", pseudo_depth.run),
+               "5/10/50 % seg labels: the two directions' asymmetry", pseudo_depth.run),
     Experiment("consistency",
                "XTasC-Net vs Base ST/MT-Net x weightings (METHOD.md B, Table I/III)",
                consistency.run),

@@ -894,8 +894,8 @@ def elapsed(study: Study) -> str:
         return ""
     total = sum(r.get("elapsed_s", 0.0) for r in runs) / 60
     jobs = sorted({int(r.get("jobs", 1)) for r in runs})
-    how = ("one command" if len(runs) == 1 else f"{len(runs)} commands (interrupted and "
-           "resumed)")
+    how = ("one command" if len(runs) == 1 else f"{len(runs)} commands on the same folder "
+           "(each ran only what was missing)")
     return (f"; {total:.1f} min elapsed over {how} with --jobs "
             f"{'/'.join(str(j) for j in jobs)}")
 

@@ -3,8 +3,8 @@
 The imbalance study's UMMT-PD rows keep pseudo-depth only where held-out calibration rooms keep a
 mean relative error <= 0.1; on the procedural world the RGB+seg -> depth teacher never gets that
 good, so those rows keep no pixel and train exactly as UMMT: they test nothing. This study asks
-the asymmetry question with pseudo-depth that is actually kept, on the imbalance study's 10 %
-split (same plan, same worlds, same teachers' recipe):
+the asymmetry question with pseudo-depth that is actually kept, on the imbalance study's 5 / 10 /
+50 % splits (same plan, same worlds, same teachers' recipe; 10 % first):
   UMMT                 the scarce labels alone (reference).
   UMMT-PS              + pseudo-segmentation from the RGB+depth teacher (tau 0.9).
   UMMT-PD (cal. 0.2)   + pseudo-depth kept where calibration rooms keep a mean relative error
@@ -13,10 +13,10 @@ split (same plan, same worlds, same teachers' recipe):
                        still keeps nothing (its calibration error is the depth spread).
   UMMT-PD (flip)       + pseudo-depth kept by the 5 % mirrored-frame agreement rule alone (the
                        rule a constant would pass; here the teacher is not constant).
-One Holm family: each arm against UMMT and UMMT-PS against the calibrated UMMT-PD (mIoU, abs err,
-Δm). Units, resuming, --jobs and the page's wall time work as in the imbalance study (the same
-Study machinery, see imbalance.py); --config is not taken: the calibration rooms are the
-procedural world's.
+One Holm family over all splits: each arm against UMMT and UMMT-PS against the calibrated UMMT-PD
+(mIoU, abs err, Δm). Units, resuming, --jobs and the page's wall time work as in the imbalance
+study (the same Study machinery, see imbalance.py); --config is not taken: the calibration rooms
+are the procedural world's.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ DEFAULT_REPORT = "docs/results/pseudo_depth.md"
 
 
 class PseudoDepthStudy(Study):
-    """The imbalance study's machinery on four arms of its 10 % split."""
+    """The imbalance study's machinery on four arms of each of its fraction splits."""
 
     def __init__(self, out: Path, report: Path, seeds: list[int], plan: Plan,
                  base: object = None, config: str | None = None) -> None:
@@ -67,28 +67,31 @@ class PseudoDepthStudy(Study):
             raise UserError("experiment pseudo_depth runs on the procedural world only "
                             "(its calibration rooms); drop --config")
         super().__init__(out, report, seeds, plan)
-        self.splits, self.count_split = (self.sweep,), None
+        self.count_split = None  # every frame with segmentation keeps depth there: no UMMT-PD
 
     def steps(self) -> list[tuple[Split, Arm]]:
-        return [(self.sweep, arm) for arm in ARMS]
+        """The 10 % split first (every seed), then the others; the page lists them in order."""
+        order = (self.sweep, *(s for s in self.splits if s != self.sweep))
+        return [(split, arm) for split in order for arm in ARMS]
 
     def page(self) -> None:
         write_report(self)
 
 
 def families(study: Study) -> list[Comparison | None]:
-    """The page's one Holm family."""
-    sweep = study.sweep
-    return [*compare(study, sweep, PS, UMMT), *compare(study, sweep, PD_CAL, UMMT),
-            *compare(study, sweep, PD_FLIP, UMMT), *compare(study, sweep, PS, PD_CAL)]
+    """The page's one Holm family: four comparisons x three metrics per split."""
+    return [c for split in study.splits for treat, ref in (
+        (PS, UMMT), (PD_CAL, UMMT), (PD_FLIP, UMMT), (PS, PD_CAL))
+        for c in compare(study, split, treat, ref)]
 
 
 def _pseudo_table(study: Study) -> list[str]:
     """What each arm's pseudo-labels kept, against the held-back ground truth."""
-    lines = ["| arm | coverage | kept pixels against held-back labels | filter threshold | "
-             "calibration rooms: coverage, rel err |", "|---|---|---|---|---|"]
-    for arm in (PS, PD_CAL, PD_FLIP):
-        runs = students(study, study.sweep, arm.tag)
+    lines = ["| seg labels | arm | coverage | kept pixels against held-back labels | "
+             "filter threshold | calibration rooms: coverage, rel err |",
+             "|---|---|---|---|---|---|"]
+    for split, arm in ((sp, a) for sp in study.splits for a in (PS, PD_CAL, PD_FLIP)):
+        runs = students(study, split, arm.tag)
         if not runs:
             continue
         ps = [r["pseudo"] for r in runs.values()]
@@ -105,24 +108,23 @@ def _pseudo_table(study: Study) -> list[str]:
                          "none: no level reaches the target")
             cal_cell = (f"{ms([c['coverage'] for c in cal])}, {ms([c['rel_err'] for c in cal])}"
                         if cal else "–")
-        lines.append(f"| {arm.label} | {ms([p['coverage'] for p in ps])} | {kept} | "
-                     f"{threshold} | {cal_cell} |")
+        lines.append(f"| {split.label} | {arm.label} | {ms([p['coverage'] for p in ps])} | "
+                     f"{kept} | {threshold} | {cal_cell} |")
     return lines
 
 
 def _reading(study: Study) -> list[str]:
     """Facts the verdicts rest on, generated from the units."""
-    sweep, out = study.sweep, []
-    ummt = students(study, sweep, UMMT.tag)
-    own = [flatten(r["val"])["rel_err"] for r in ummt.values()]
-    for arm in (PD_CAL, PD_FLIP):
-        runs = students(study, sweep, arm.tag)
+    out = []
+    for split, arm in ((sp, a) for sp in study.splits for a in (PD_CAL, PD_FLIP)):
+        own = [flatten(r["val"])["rel_err"] for r in students(study, split, UMMT.tag).values()]
+        runs = students(study, split, arm.tag)
         kept = [r["pseudo"].get("kept_rel_err") for r in runs.values()]
         kept = [k for k in kept if k is not None and not np.isnan(k)]
         if runs and own:
             cov = float(np.mean([r["pseudo"]["coverage"] for r in runs.values()]))
-            out.append(f"- {arm.label}: the teacher's pseudo-depth covered {100 * cov:.1f} % of "
-                       "the pseudo-labelled pixels" + (
+            out.append(f"- {split.label} seg labels, {arm.label}: the teacher's pseudo-depth "
+                       f"covered {100 * cov:.1f} % of the pseudo-labelled pixels" + (
                            f" at a mean relative error of {np.mean(kept):.3f}" if kept else "")
                        + f", against the UMMT student's own {np.mean(own):.3f} on held-out "
                        "rooms.")
@@ -154,8 +156,8 @@ def write_report(study: Study) -> None:
         f"- The imbalance study's plan at this scale (`docs/results/imbalance*.md`): world seeds "
         f"{study.seeds}, {p.train_frames} training frames at {p.render[0]}x{p.render[1]}, "
         f"network input {p.size[0]}x{p.size[1]}, {p.val_frames} held-out rooms scoring every "
-        f"run at its last epoch; its {study.sweep.label} split (segmentation on "
-        f"{study.sweep.label} of the frames, depth on 60 %, drawn independently); students "
+        "run at its last epoch; its fraction splits (segmentation on 5 / 10 / 50 % of the "
+        "frames, depth on 60 %, drawn independently); students "
         f"{p.student_epochs} epochs ({min(steps, default=0)}-{max(steps, default=0)} steps), "
         f"teachers {p.teacher_epochs} epochs on the frames with both labels. Mean ± sample std "
         f"over seeds, `n=` where fewer than {MIN_SEEDS} finished.",
@@ -180,7 +182,7 @@ def write_report(study: Study) -> None:
         "",
         *teacher_table(study),
         "",
-        f"## Pseudo-labels ({study.sweep.label} segmentation labels)",
+        "## Pseudo-labels",
         "",
         "Coverage = share of pixels of the pseudo-labelled frames that keep a label; the kept "
         "pixels are scored against the held-back ground truth (never used in training).",
