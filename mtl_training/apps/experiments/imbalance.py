@@ -789,6 +789,12 @@ def wall_time(study: Study) -> str:
             f"{host.describe()}.")
 
 
+def run_block(study: Study, cmd: str) -> list[str]:
+    """What every study page opens with: the command that made it, its status, its wall time."""
+    return ["```", f"nice -n 10 .venv/bin/{cmd}", "```", "", f"Status: {study.status()}.", "",
+            wall_time(study), ""]
+
+
 def write_report(study: Study) -> None:
     units = list(study.results.values())
     p = study.plan
@@ -805,14 +811,7 @@ def write_report(study: Study) -> None:
         "METHOD.md A on the procedural RGB-D world (`mtl_training/data/sources/synthetic.py`: "
         "colour never identifies the class, geometry does). Produced by",
         "",
-        "```",
-        f"nice -n 10 .venv/bin/{cmd}",
-        "```",
-        "",
-        f"Status: {study.status()}.",
-        "",
-        wall_time(study),
-        "",
+        *run_block(study, cmd),
         *_dataset_setup(study),
         "## Setup" + (" (of the synthetic study; the dataset run above replaces its data, model "
                       "and schedule)" if study.base is not None else ""),

@@ -43,9 +43,9 @@ from mtl_training.apps.experiments.imbalance import (
     main_table,
     ms,
     page_command,
+    run_block,
     students,
     teacher_table,
-    wall_time,
 )
 from mtl_training.stats import MIN_SEEDS, Comparison, family_markdown
 
@@ -144,14 +144,7 @@ def write_report(study: Study) -> None:
         "is kept (the imbalance study's calibrated filter at rel err <= 0.1 kept none). "
         "Produced by",
         "",
-        "```",
-        f"nice -n 10 .venv/bin/{cmd}",
-        "```",
-        "",
-        f"Status: {study.status()}.",
-        "",
-        wall_time(study),
-        "",
+        *run_block(study, cmd),
         "## Setup",
         f"- The imbalance study's plan at this scale (`docs/results/imbalance*.md`): world seeds "
         f"{study.seeds}, {p.train_frames} training frames at {p.render[0]}x{p.render[1]}, "
