@@ -924,11 +924,17 @@ def _dataset_setup(study: Study) -> list[str]:
         ""]
 
 
-def run(args: argparse.Namespace) -> None:
-    """`mtl-train experiment imbalance`: run (or continue) the study, rewrite its page."""
+def study_jobs(args: argparse.Namespace) -> int:
+    """The --jobs of a study command, after checking --seeds, --scale and --jobs."""
     jobs = getattr(args, "jobs", 1) or 1
     if args.seeds < 1 or args.scale <= 0 or jobs < 1:
         raise UserError("--seeds and --jobs must be >= 1 and --scale > 0")
+    return jobs
+
+
+def run(args: argparse.Namespace) -> None:
+    """`mtl-train experiment imbalance`: run (or continue) the study, rewrite its page."""
+    jobs = study_jobs(args)
     torch.set_num_threads(1)
     config = getattr(args, "config", None)
     base = load_config(config, getattr(args, "set", None) or []) if config else None

@@ -45,6 +45,7 @@ from mtl_training.apps.experiments.imbalance import (
     page_command,
     run_block,
     students,
+    study_jobs,
     teacher_table,
 )
 from mtl_training.stats import MIN_SEEDS, Comparison, family_markdown
@@ -56,6 +57,8 @@ ARMS = (UMMT, PS, PD_CAL, PD_FLIP)
 COMMAND = "mtl-train experiment pseudo_depth --seeds {seeds} --scale {scale}"
 DEFAULT_OUT = "runs/pseudo_depth"
 DEFAULT_REPORT = "docs/results/pseudo_depth.md"
+NO_CONFIG = ("experiment pseudo_depth runs on the procedural world only (its calibration rooms); "
+             "drop --config")
 
 
 class PseudoDepthStudy(Study):
@@ -64,8 +67,7 @@ class PseudoDepthStudy(Study):
     def __init__(self, out: Path, report: Path, seeds: list[int], plan: Plan,
                  base: object = None, config: str | None = None) -> None:
         if base is not None:
-            raise UserError("experiment pseudo_depth runs on the procedural world only "
-                            "(its calibration rooms); drop --config")
+            raise UserError(NO_CONFIG)
         super().__init__(out, report, seeds, plan)
         self.count_split = None  # every frame with segmentation keeps depth there: no UMMT-PD
 
@@ -192,12 +194,9 @@ def write_report(study: Study) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment pseudo_depth`: run (or continue) the study, rewrite its page."""
-    jobs = getattr(args, "jobs", 1) or 1
-    if args.seeds < 1 or args.scale <= 0 or jobs < 1:
-        raise UserError("--seeds and --jobs must be >= 1 and --scale > 0")
+    jobs = study_jobs(args)
     if getattr(args, "config", None):
-        raise UserError("experiment pseudo_depth runs on the procedural world only (its "
-                        "calibration rooms); drop --config")
+        raise UserError(NO_CONFIG)
     torch.set_num_threads(1)
     out = Path(args.out or DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
