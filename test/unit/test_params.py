@@ -1,9 +1,9 @@
-"""The node's parameter table agrees with config/perception.yaml and the README, and validates.
+"""The node's parameter table agrees with config/perception.yaml and docs/node.md, and validates.
 
-PARAMS (mtl_perception/ros/params.py) is the one place parameters are declared; the YAML file and
-the README table are generated from it. These tests fail when either is edited by hand (or PARAMS
-changes without regenerating them): `python -m mtl_perception.ros.params --yaml >
-config/perception.yaml`, and `--markdown` for the README table.
+PARAMS (mtl_perception/ros/params.py) is the one place parameters are declared; the YAML file
+and the docs/node.md table are generated from it. These tests fail when either is edited by hand
+(or PARAMS changes without regenerating them): `python -m mtl_perception.ros.params --yaml >
+config/perception.yaml`, and `--markdown` for the table in docs/node.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mtl_perception.ros.params import (
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS_FILE = REPO / "config" / "perception.yaml"
-README = REPO / "README.md"
+NODE_DOC = REPO / "docs" / "node.md"  # the node's reference page carries the table
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
@@ -65,8 +65,8 @@ def test_generated_yaml_round_trips():
     assert _params_of(yaml_text()) == {p.name: p.default for p in PARAMS}
 
 
-def _readme_table() -> list[str]:
-    lines = README.read_text().splitlines()
+def _node_doc_table() -> list[str]:
+    lines = NODE_DOC.read_text().splitlines()
     start = lines.index(MARKDOWN_HEADER)
     end = start
     while end < len(lines) and lines[end].startswith("|"):
@@ -74,14 +74,14 @@ def _readme_table() -> list[str]:
     return lines[start:end]
 
 
-def test_readme_table_is_the_generated_one():
-    assert _readme_table() == markdown_table().splitlines(), (
-        "README parameter table differs from PARAMS: python -m mtl_perception.ros.params "
+def test_node_doc_table_is_the_generated_one():
+    assert _node_doc_table() == markdown_table().splitlines(), (
+        "docs/node.md parameter table differs from PARAMS: python -m mtl_perception.ros.params "
         "--markdown")
 
 
-def test_readme_table_names_every_parameter_default_and_run_time_flag():
-    rows = [[c.strip() for c in row.strip("|").split("|")] for row in _readme_table()[2:]]
+def test_node_doc_table_names_every_parameter_default_and_run_time_flag():
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in _node_doc_table()[2:]]
     assert [r[0].strip("`") for r in rows] == [p.name for p in PARAMS]
     for (_, default, _, run_time), spec in zip(rows, PARAMS, strict=True):
         assert yaml.safe_load(default) == spec.default, spec.name
