@@ -1,4 +1,4 @@
-"""`mtl-train <command>`: synth, train, pseudo-label, evaluate, export, bag.
+"""`mtl-train <command>`: synth, train, pseudo-label, evaluate, export, bag, select, labels.
 
 Every command takes `--config FILE` and repeated `--set key=value`, shows progress on long work,
 and turns bad input into one line on stderr and exit status 2 (no traceback for user errors).
@@ -14,10 +14,12 @@ import sys
 from mtl_training.apps.bag_commands import BAG
 from mtl_training.apps.command import USER_ERRORS, Command, add_config_options
 from mtl_training.apps.experiments import EXPERIMENT
+from mtl_training.apps.label_commands import LABELS, SELECT
 from mtl_training.apps.pseudo_commands import PSEUDO_LABEL
 from mtl_training.apps.train_commands import EVALUATE, EXPORT, SYNTH, TRAIN
 
-COMMANDS: tuple[Command, ...] = (SYNTH, TRAIN, EVALUATE, EXPORT, PSEUDO_LABEL, BAG, EXPERIMENT)
+COMMANDS: tuple[Command, ...] = (SYNTH, TRAIN, EVALUATE, EXPORT, PSEUDO_LABEL, BAG, SELECT, LABELS,
+                                 EXPERIMENT)
 
 
 def build_parser() -> argparse.ArgumentParser:
