@@ -3,18 +3,21 @@
     ros2 launch mtl_perception perception.launch.py model:=/path/to/student.safetensors \
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
 
-Arguments (`ros2 launch mtl_perception perception.launch.py --show-args` lists them):
-model, params_file, namespace, image, camera_info, image_transport, backend, device,
-use_sim_time. Values given here override those in params_file; everything else comes from
-params_file (default: share/mtl_perception/config/perception.yaml, every key commented with unit
-and range).
+Arguments (`ros2 launch mtl_perception perception.launch.py --show-args` lists them): namespace,
+image, camera_info, params_file, use_sim_time, and one per start-up parameter of the node
+(mtl_perception/ros/launch_args.py derives them from the parameter table): model (required: a
+.safetensors or .onnx file), backend, device, precision, num_threads, warmup_runs, autostart,
+image_transport, output_resolution, qos_reliability, qos_depth. An argument left out keeps the
+params_file value (default: share/mtl_perception/config/perception.yaml, every key commented
+with unit and range); a given one overrides it. `autostart:=false` leaves the node unconfigured
+for `ros2 lifecycle set /mtl_perception configure` (then `activate`).
 
 The node is required: when it exits the launch ends, and when it exits with an error (a missing
 model file, a bad parameter) `ros2 launch` exits non-zero, so a script or a systemd unit sees it.
 """
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction
 from launch.events import Shutdown
 from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -22,21 +25,19 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-CHOICES = {"image_transport": ["raw", "compressed"], "backend": ["auto", "torch", "onnxruntime"]}
+from mtl_perception.ros.launch_args import node_arguments, node_overrides
+
+NODE_ARGUMENTS = node_arguments()
 ARGUMENTS = (
-    # name, default (None = required), description
-    ("model", None, "Exported model artifact (.safetensors from `mtl-train export`)."),
+    # name, default, description (the node's parameters: NODE_ARGUMENTS)
     ("params_file",
      PathJoinSubstitution([FindPackageShare("mtl_perception"), "config", "perception.yaml"]),
      "YAML file with the node's parameters (keyed /**/mtl_perception)."),
     ("namespace", "", "Namespace of the node; outputs are <namespace>/mtl_perception/*."),
     ("image", "image", "Input image topic (base name: `<image>/compressed` when compressed)."),
     ("camera_info", "camera_info", "CameraInfo topic of that camera (for ~/points)."),
-    ("image_transport", "raw", "raw (sensor_msgs/Image) or compressed (jpeg/png)."),
-    ("backend", "auto", "What runs the network: auto (onnxruntime for .onnx, torch for "
-                        ".safetensors), torch or onnxruntime."),
-    ("device", "auto", "Inference device: auto, cpu, cuda or cuda:N."),
-    ("use_sim_time", "false", "Use /clock (true when playing a bag with --clock)."),
+    ("use_sim_time", "", "true: use /clock (when playing a bag with --clock). Unset: false, or "
+                         "params_file's value."),
 )
 
 
@@ -54,35 +55,35 @@ def required_process_exited(event: ProcessExited, context: LaunchContext) -> lis
     return [EmitEvent(event=Shutdown(reason=f"{event.process_name} exited"))]
 
 
-def generate_launch_description() -> LaunchDescription:
-    declared = []
-    for name, default, description in ARGUMENTS:
-        if default is None:
-            declared.append(DeclareLaunchArgument(name, description=description))
-        else:
-            declared.append(DeclareLaunchArgument(name, default_value=default,
-                                                  description=description,
-                                                  choices=CHOICES.get(name)))
+def _node(context: LaunchContext) -> list[Node]:
+    """The node with params_file, then only the parameters given as launch arguments."""
+    given = {a.name: LaunchConfiguration(a.name).perform(context) for a in NODE_ARGUMENTS}
+    overrides = {
+        # value_type=str: a string is otherwise read as YAML by launch_ros ("1" -> int)
+        name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+        for name, value in node_overrides(given, NODE_ARGUMENTS).items()}
+    sim_time = LaunchConfiguration("use_sim_time").perform(context)
+    if sim_time:
+        overrides["use_sim_time"] = ParameterValue(sim_time, value_type=bool)
     arg = LaunchConfiguration
-    node = Node(
+    return [Node(
         package="mtl_perception",
         executable="perception_node",
         name="mtl_perception",
         namespace=arg("namespace"),
         output="screen",
         emulate_tty=True,
-        parameters=[
-            arg("params_file"),
-            {
-                # value_type=str: a launch value is otherwise read as YAML ("1" -> int).
-                "model_path": ParameterValue(arg("model"), value_type=str),
-                "device": ParameterValue(arg("device"), value_type=str),
-                "image_transport": ParameterValue(arg("image_transport"), value_type=str),
-                "backend": ParameterValue(arg("backend"), value_type=str),
-                "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
-            },
-        ],
+        parameters=[arg("params_file"), overrides],
         remappings=[("image", arg("image")), ("camera_info", arg("camera_info"))],
         on_exit=required_process_exited,
-    )
-    return LaunchDescription([*declared, node])
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    declared = [DeclareLaunchArgument(a.name, description=a.description)
+                if a.required else
+                DeclareLaunchArgument(a.name, default_value="", description=a.description)
+                for a in NODE_ARGUMENTS]
+    declared += [DeclareLaunchArgument(name, default_value=default, description=description)
+                 for name, default, description in ARGUMENTS]
+    return LaunchDescription([*declared, OpaqueFunction(function=_node)])

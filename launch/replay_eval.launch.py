@@ -11,6 +11,11 @@ by stamp, scores them and writes out/report.md + report.json (and a result bag w
 result_bag:=out/result). The launch ends when the replay ends, with the replay's exit status: 0
 when it wrote its report, non-zero when the replay or the node failed. `mtl-replay` alone
 (without launch) starts the node itself and does the same.
+
+The node's start-up parameters are launch arguments too (mtl_perception/ros/launch_args.py:
+backend, device, precision, num_threads, warmup_runs, output_resolution, qos_depth), left out =
+params_file's value; the replay fixes autostart (true), image_transport (raw, what it publishes)
+and qos.reliability (reliable).
 """
 
 from launch import LaunchContext, LaunchDescription
@@ -27,11 +32,14 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
 
-CHOICES = {"backend": ["auto", "torch", "onnxruntime"]}
+from mtl_perception.ros.launch_args import node_arguments, node_overrides
+
+# what the replay needs of the node, whatever params_file says
+FIXED = {"autostart": True, "image_transport": "raw", "qos.reliability": "reliable"}
+NODE_ARGUMENTS = node_arguments(fixed=FIXED)
 ARGUMENTS = (
     # name, default (None = required), description
     ("bag", None, "Recorded bag: .bag, .db3 or .mcap file, or a ROS 2 bag folder."),
-    ("model", None, "Exported model artifact (.safetensors from `mtl-train export`)."),
     ("report", "replay_report", "Folder for report.md, report.json."),
     ("rate", "1.0", "Playback speed relative to the recorded stamps, or 'max'."),
     ("result_bag", "", "If set, write inputs + outputs to this mcap bag folder (must not exist)."),
@@ -39,9 +47,6 @@ ARGUMENTS = (
     ("params_file",
      PathJoinSubstitution([FindPackageShare("mtl_perception"), "config", "perception.yaml"]),
      "YAML file with the node's parameters."),
-    ("backend", "auto", "What runs the network: auto (onnxruntime for .onnx, torch for "
-                        ".safetensors), torch or onnxruntime."),
-    ("device", "auto", "Inference device: auto, cpu, cuda or cuda:N."),
 )
 
 
@@ -59,7 +64,8 @@ def required_process_exited(event: ProcessExited, context: LaunchContext) -> lis
 
 
 def _replay(context: LaunchContext) -> list[ExecuteProcess]:
-    value = {name: LaunchConfiguration(name).perform(context) for name, *_ in ARGUMENTS}
+    value = {name: LaunchConfiguration(name).perform(context)
+             for name in [n for n, *_ in ARGUMENTS] + ["model"]}
     # colcon installs console scripts in lib/<package>, not on PATH (setup.cfg install_scripts)
     exe = ExecutableInPackage(executable="mtl-replay", package="mtl_perception").perform(context)
     cmd = [exe, value["bag"], "--model", value["model"], "--report", value["report"],
@@ -72,28 +78,32 @@ def _replay(context: LaunchContext) -> list[ExecuteProcess]:
                            on_exit=required_process_exited)]
 
 
-def generate_launch_description() -> LaunchDescription:
-    declared = [DeclareLaunchArgument(name, description=description)
-                if default is None else
-                DeclareLaunchArgument(name, default_value=default, description=description,
-                                      choices=CHOICES.get(name))
-                for name, default, description in ARGUMENTS]
-    arg = LaunchConfiguration
-    node = Node(
+def _node(context: LaunchContext) -> list[Node]:
+    """The node with params_file, the replay's fixed values, then the arguments given."""
+    given = {a.name: LaunchConfiguration(a.name).perform(context) for a in NODE_ARGUMENTS}
+    overrides = {
+        # value_type=str: a string is otherwise read as YAML by launch_ros ("1" -> int)
+        name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+        for name, value in {**FIXED, **node_overrides(given, NODE_ARGUMENTS)}.items()}
+    return [Node(
         package="mtl_perception",
         executable="perception_node",
         name="mtl_perception",
         output="screen",
-        parameters=[
-            arg("params_file"),
-            {
-                "model_path": ParameterValue(arg("model"), value_type=str),
-                "backend": ParameterValue(arg("backend"), value_type=str),
-                "device": ParameterValue(arg("device"), value_type=str),
-                "qos.reliability": "reliable",
-            },
-        ],
+        parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[("image", "/image"), ("camera_info", "/camera_info")],
         on_exit=required_process_exited,
-    )
-    return LaunchDescription([*declared, node, OpaqueFunction(function=_replay)])
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    declared = [DeclareLaunchArgument(name, description=description)
+                if default is None else
+                DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, default, description in ARGUMENTS]
+    declared += [DeclareLaunchArgument(a.name, description=a.description)
+                 if a.required else
+                 DeclareLaunchArgument(a.name, default_value="", description=a.description)
+                 for a in NODE_ARGUMENTS]
+    return LaunchDescription([*declared, OpaqueFunction(function=_node),
+                              OpaqueFunction(function=_replay)])

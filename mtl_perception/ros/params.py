@@ -99,7 +99,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("num_threads", 0, "CPU threads for inference; 0 keeps the backend's default.",
               low=0, high=256, unit="CPU inference threads", note="0 = the backend's default"),
     ParamSpec("warmup_runs", 2, "Forward passes at configure, before the first frame (kernel "
-              "selection).", low=0, high=100, unit="forward passes before the first frame"),
+              "selection); a model whose warm-up output is NaN/inf is refused, so 0 also skips "
+              "that check.", low=0, high=100, unit="forward passes before the first frame",
+              note="non-finite warm-up output refuses the model; 0 skips that check"),
+    ParamSpec("max_model_memory_mb", 2048, "Refuse a model whose loading and warm-up grow the "
+              "process's resident memory by more than this many MiB (weights, activations, "
+              "whatever the graph allocates); 0 = no limit. GPU memory is not counted.",
+              low=0, high=1048576, unit="MiB of peak RSS growth while loading + warming up",
+              note="0 = no limit; GPU memory is not counted"),
     ParamSpec("autostart", True, "Configure and activate the lifecycle node at start; false "
               "waits in 'unconfigured' for a lifecycle manager.",
               note="true = configure + activate at start (exit 1 if that fails), false = wait "
@@ -187,8 +194,8 @@ YAML_HEADER = """\
 # mtl_perception/ros/params.py (PARAMS), which generates this file (python -m
 # mtl_perception.ros.params --yaml); `ros2 param describe /mtl_perception <name>` explains each.
 # Keyed by "/**/mtl_perception" so the file applies in any namespace.
-# Launch arguments (model, backend, device, image_transport, use_sim_time) override the values
-# here.
+# perception.launch.py has one argument per start-up parameter (model for model_path, qos_depth
+# for qos.depth, ...): one given there overrides the value here, one left out keeps it.
 """
 YAML_GROUP_COMMENTS = {"publish": "output switches, one per topic"}
 _COMMENT_COLUMN = 34

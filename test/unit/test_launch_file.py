@@ -14,16 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl_perception.ros.params import PARAMS
+from mtl_perception.ros.launch_args import LaunchArgument, node_arguments, node_overrides
+from mtl_perception.ros.params import PARAMS, SPECS, validate
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
 REPLAY_LAUNCH_FILE = REPO / "launch" / "replay_eval.launch.py"
 PARAMS_FILE = REPO / "config" / "perception.yaml"
-EXPECTED_ARGS = {"model", "params_file", "namespace", "image", "camera_info", "image_transport",
-                 "backend", "device", "use_sim_time"}
-EXPECTED_REPLAY_ARGS = {"bag", "model", "report", "rate", "result_bag", "config", "params_file",
-                        "backend", "device"}
+# the launch files' own arguments, besides one per start-up parameter of the node
+EXPECTED_ARGS = {"params_file", "namespace", "image", "camera_info", "use_sim_time"}
+EXPECTED_REPLAY_ARGS = {"bag", "report", "rate", "result_bag", "config", "params_file"}
+# what the replay sets itself: the node must serve at once, what it publishes, reliably
+REPLAY_FIXED = {"autostart", "image_transport", "qos.reliability"}
+START_UP = {p.name for p in PARAMS if not p.dynamic}
 
 
 def _assignment(path: Path, name: str) -> ast.expr:
@@ -36,6 +39,27 @@ def _assignment(path: Path, name: str) -> ast.expr:
 def _arguments(path: Path = LAUNCH_FILE) -> dict[str, str]:
     # a description may be two adjacent string literals: ast joins them into one constant
     return {elt.elts[0].value: elt.elts[2].value for elt in _assignment(path, "ARGUMENTS").elts}
+
+
+def _node_arguments(path: Path) -> tuple[LaunchArgument, ...]:
+    """NODE_ARGUMENTS as the launch file builds it: its `node_arguments(fixed=...)` call, run here.
+
+    The launch file must also declare each of them and hand them to the node (the text checks).
+    """
+    call = _assignment(path, "NODE_ARGUMENTS")
+    assert isinstance(call, ast.Call) and getattr(call.func, "id", "") == "node_arguments", (
+        f"{path.name}: NODE_ARGUMENTS is not node_arguments(...) of mtl_perception.ros.launch_args")
+    fixed: object = ()
+    for kw in call.keywords:
+        assert kw.arg == "fixed"
+        fixed = (ast.literal_eval(_assignment(path, kw.value.id))
+                 if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value))
+    text = path.read_text()
+    assert "DeclareLaunchArgument(a.name, description=a.description)" in text
+    assert 'DeclareLaunchArgument(a.name, default_value="", description=a.description)' in text
+    assert "for a in NODE_ARGUMENTS]" in text
+    assert "node_overrides(given, NODE_ARGUMENTS)" in text
+    return node_arguments(fixed=fixed)
 
 
 def _on_exit_handlers(path: Path) -> list[str]:
@@ -59,12 +83,44 @@ def test_launch_files_compile_and_document_their_arguments(tmp_path, path, expec
     assert usage in doc
 
 
-def test_backend_argument_offers_the_node_parameter_choices():
-    specs = {p.name: p for p in PARAMS}
-    for path in (LAUNCH_FILE, REPLAY_LAUNCH_FILE):
-        choices = ast.literal_eval(_assignment(path, "CHOICES"))
-        assert tuple(choices["backend"]) == tuple(specs["backend"].choices), path.name
-        assert '"backend": ParameterValue(arg("backend"), value_type=str)' in path.read_text()
+@pytest.mark.parametrize(("path", "fixed"), [(LAUNCH_FILE, set()),
+                                           (REPLAY_LAUNCH_FILE, REPLAY_FIXED)])
+def test_every_start_up_parameter_of_the_node_is_a_launch_argument(path, fixed):
+    """A parameter the node reads only at start must be settable from `ros2 launch`.
+
+    `autostart:=false` was silently ignored (no such argument); run-time parameters stay in
+    params_file and `ros2 param set`.
+    """
+    args = _node_arguments(path)
+    assert {a.param for a in args} == START_UP - fixed, path.name
+    names = {a.name for a in args}
+    assert len(names) == len(args) and not names & set(_arguments(path)), path.name
+    if not fixed:
+        assert {"model", "autostart", "backend", "device", "qos_depth"} <= names
+    else:  # the replay's own values must be ones the node takes
+        for name, value in ast.literal_eval(_assignment(path, "FIXED")).items():
+            assert validate(SPECS[name], value) == value
+
+
+def test_launch_argument_descriptions_say_what_the_node_takes():
+    args = {a.name: a for a in node_arguments()}
+    assert args["model"].required and ".safetensors" in args["model"].description
+    assert ".onnx" in args["model"].description
+    for a in args.values():
+        spec = SPECS[a.param]
+        assert all(choice in a.description for choice in spec.choices), a.name
+        assert a.required or "Unset: params_file's value" in a.description
+
+
+def test_only_given_launch_arguments_reach_the_node_typed_as_its_parameters():
+    """Left out (empty) = not passed, so params_file's value holds; typed as -p reads them."""
+    args = node_arguments()
+    given = {"model": "m.onnx", "autostart": "false", "qos_depth": "3", "device": "1",
+             "num_threads": "four", "backend": ""}
+    assert node_overrides(given, args) == {"model_path": "m.onnx", "autostart": False,
+                                           "qos.depth": 3, "device": "1",
+                                           "num_threads": "four"}
+    assert node_overrides({"model": "m.safetensors"}, args) == {"model_path": "m.safetensors"}
 
 
 def test_every_process_in_the_launch_files_is_required():
