@@ -429,6 +429,10 @@ def _check_onnx_graph(model: Any, meta: ArtifactMeta) -> tuple[str, tuple[str, .
     for out in graph.output:
         got = _dims(out)
         want = [1, channels[out.name], *dims[2:]]
+        if len(got) == 4 and not dynamic and isinstance(got[2], int) and 0 < got[2] < h \
+                and h % got[2] == 0 and w % (h // got[2]) == 0:
+            # at an integer stride of the input: the Predictor upsamples (runtime.predictor)
+            want[2:] = [got[2], w // (h // got[2])]
         if len(got) != 4 or any(isinstance(g, int) and g != x
                                 for g, x in zip(got, want, strict=True)):
             raise ValueError(f"output '{out.name}' has shape {got}, expected {want}")

@@ -189,11 +189,17 @@ class OnnxRuntimeBackend:
             raise ArtifactError(f"{self.path}: onnxruntime cannot run it "
                                 f"({type(exc).__name__}: {first[:300]})") from exc
         for name, out in zip(self._outputs, outs, strict=True):
+            # At the input size, or at an integer stride of it (an export that leaves the final
+            # bilinear upsampling to the Predictor, which does it on the small maps).
+            stride = h // out.shape[-2] if out.ndim == 4 and out.shape[-2] else 0
             want = (1, self.meta.architecture.num_classes if name == "seg" else 1, h, w)
-            if out.shape != want or out.dtype != np.float32:
+            if (out.dtype != np.float32 or out.shape[:2] != want[:2] or stride < 1
+                    or out.shape[2:] != (h // stride, w // stride)
+                    or (h % stride, w % stride) != (0, 0)):
                 raise ArtifactError(f"{self.path}: output '{name}' is {out.dtype} "
                                     f"{list(out.shape)} at the metadata's input size, expected "
-                                    f"float32 {list(want)}")
+                                    f"float32 {list(want)} (or its height and width divided "
+                                    "by one integer stride)")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """[1, 3, h, w] float32 (CPU) -> {task: tensor} (CPU; views of onnxruntime's arrays)."""

@@ -4,6 +4,12 @@ Preprocess resizes to the network size and normalises with the artifact's Prepro
 functions training uses); a backend (runtime.backend) runs the network; postprocess turns logits
 into class ids and softmax confidence, and resizes everything back to the input resolution (or
 keeps the network resolution, which is cheaper, when asked).
+
+A network may answer at a stride of its input (an export that leaves out the decoder's final
+bilinear upsampling: [C, h/s, w/s] logits). Then the class ids are computed where they are cheap:
+argmax at the stride, and the exact argmax of the bilinearly upsampled logits only in the cells
+whose corners disagree (`upsample_labels`); depth and confidence are resized bilinearly. At
+640x480 with 40 classes that is ~1 ms against ~15 ms for the argmax over full-size logits.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mtl_perception.core.preprocess import PreprocessSpec
 from mtl_perception.runtime.backend import Backend, open_backend
 
-__all__ = ["ALL_OUTPUTS", "NonFiniteOutput", "Prediction", "Predictor"]
+__all__ = ["ALL_OUTPUTS", "NonFiniteOutput", "Prediction", "Predictor", "upsample_labels"]
 
 
 @dataclass
@@ -110,17 +117,25 @@ class Predictor:
         """postprocess + the labels at the network size (before any resize)."""
         labels = conf = depth = None
         seg = out.get("seg")
+        stride = self._stride(out)
+        net_h, net_w = self.input_size
         if seg is not None and seg.device.type == "cpu" and want & {"labels", "confidence"}:
             logits_np = seg[0].float().numpy()  # [C, h, w], a view
             top_np, ids = _argmax_channels(logits_np, np.uint8 if len(self.classes) <= 255
                                            else np.uint16)
             if not bool(np.isfinite(top_np).all()):
                 raise NonFiniteOutput("segmentation logits contain NaN/inf")
-            labels = ids if "labels" in want else None
+            if "labels" in want:
+                labels = ids if stride == 1 else upsample_labels(logits_np, ids, stride)
             if "confidence" in want:
                 conf = _top_probability(logits_np, top_np)
+                if stride > 1 and size is None:  # else the resize below goes to `size`
+                    conf = cv2.resize(conf, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
         elif seg is not None and want & {"labels", "confidence"}:  # on the GPU: stay there
             logits = seg[0].float()  # [C, h, w]
+            if stride > 1:  # upsampling is cheap there: the full-size logits, as trained
+                logits = F.interpolate(logits[None], size=(net_h, net_w), mode="bilinear",
+                                       align_corners=False)[0]
             top, labels_t = logits.max(dim=0)  # [h, w]
             if not bool(torch.isfinite(top).all()):
                 raise NonFiniteOutput("segmentation logits contain NaN/inf")
@@ -135,7 +150,8 @@ class Predictor:
             depth = out["depth"][0, 0].float().cpu().numpy()  # [h, w] metres
             if not np.isfinite(depth).all():
                 raise NonFiniteOutput("depth contains NaN/inf")
-        resize = size is not None and size != self.input_size
+            if stride > 1 and size is None:  # else the resize below goes straight to `size`
+                depth = cv2.resize(depth, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
         dst = dst or {}
         results = []
         for name, arr, interp in (("labels", labels, cv2.INTER_NEAREST),
@@ -144,7 +160,7 @@ class Predictor:
             target = dst.get(name)
             if arr is None:
                 results.append(None)
-            elif resize:
+            elif size is not None and arr.shape[:2] != tuple(size):
                 dsize = (size[1], size[0])
                 if target is not None:
                     results.append(cv2.resize(arr, dsize, dst=target, interpolation=interp))
@@ -156,6 +172,18 @@ class Predictor:
             else:
                 results.append(arr)
         return results[0], results[1], results[2], labels
+
+    def _stride(self, out: dict[str, torch.Tensor]) -> int:
+        """How many input pixels one output pixel spans: s when the outputs are the input size
+        divided by an integer s > 1, else 1 (outputs used at their own size, as always)."""
+        t = out.get("seg", out.get("depth"))
+        if t is None:
+            return 1
+        h, w = self.input_size
+        oh, ow = int(t.shape[-2]), int(t.shape[-1])
+        if oh <= 0 or ow <= 0 or h % oh or w % ow or h // oh != w // ow:
+            return 1
+        return h // oh
 
     def predict(self, rgb: np.ndarray, output_resolution: str = "input",
                 want: frozenset[str] | set[str] = ALL_OUTPUTS,
@@ -189,6 +217,67 @@ class Predictor:
         dummy = np.zeros((h, w, 3), np.uint8)
         for _ in range(runs):
             self.predict(dummy, output_resolution="network")
+
+
+def upsample_labels(logits: np.ndarray, ids: np.ndarray, stride: int) -> np.ndarray:
+    """[C, h, w] logits and their argmax ids -> ids [h * stride, w * stride]: the argmax of the
+    logits upsampled bilinearly (half-pixel centres, as torch's align_corners=False and ONNX
+    Resize), without upsampling them.
+
+    Every output pixel lies in a cell of 2 x 2 input samples (edge samples repeated) and its
+    logits are a convex blend of the cell's four corner vectors, so when the four corners share
+    their argmax the blend has it too: those cells are a nearest upsample of the corner ids. Only
+    the cells whose corners disagree (object boundaries, a few percent of a scene) get the blend
+    computed, stride x stride pixels each. Equal to the full computation except where two classes
+    tie within float rounding.
+    """
+    s = stride
+    c, h, w = logits.shape
+    pad = cv2.copyMakeBorder(ids, 1, 1, 1, 1, cv2.BORDER_REPLICATE)  # [h + 2, w + 2]
+    corner = pad[:-1, :-1]  # [h + 1, w + 1]: each cell's top-left sample
+    mixed = (corner != pad[:-1, 1:]) | (corner != pad[1:, :-1]) | (corner != pad[1:, 1:])
+    canvas = cv2.resize(corner, ((w + 1) * s, (h + 1) * s), interpolation=cv2.INTER_NEAREST)
+    offset = (s + 1) // 2  # output pixel o lies in cell (o + offset) // s of the padded grid
+    ys, xs = np.nonzero(mixed)
+    if ys.size > mixed.size // 3:  # boundaries everywhere (noise): the plain way is cheaper
+        full = F.interpolate(torch.from_numpy(logits)[None], scale_factor=s, mode="bilinear",
+                             align_corners=False)[0]
+        return _argmax_channels(full.numpy(), ids.dtype.type)[1]
+    if ys.size:
+        flat = logits.reshape(c, h * w)
+        y0, y1 = np.clip(ys - 1, 0, h - 1) * w, np.minimum(ys, h - 1) * w  # padded -> rows
+        x0, x1 = np.clip(xs - 1, 0, w - 1), np.minimum(xs, w - 1)
+        c00, c01 = np.take(flat, y0 + x0, axis=1), np.take(flat, y0 + x1, axis=1)  # [C, K]
+        c10, c11 = np.take(flat, y1 + x0, axis=1), np.take(flat, y1 + x1, axis=1)
+        # Only classes that can win in a cell are blended there: the winner's blend is at
+        # least the best corner-minimum of any class, and a class's blend is at most its
+        # corner-maximum (a convex blend), so a class whose corner-maximum is below that bound
+        # never wins (a small margin covers float rounding). Usually 2-3 classes of C remain.
+        lo = np.minimum(np.minimum(c00, c01), np.minimum(c10, c11))
+        hi = np.maximum(np.maximum(c00, c01), np.maximum(c10, c11))
+        bound = lo.max(axis=0)  # [K]
+        keep = hi >= bound - 1e-4 * (1.0 + np.abs(bound))  # [C, K]
+        cell, cls = np.nonzero(np.ascontiguousarray(keep.T))  # pairs, grouped by cell
+        v00, v01, v10, v11 = (a[cls, cell][:, None] for a in (c00, c01, c10, c11))  # [M, 1]
+        f = (np.arange(s, dtype=np.float32) - offset + 0.5) / s + 0.5  # weight of the far side
+        g = np.float32(1.0) - f
+        top = v00 * g + v01 * f  # [M, s]: along x first, then along y (torch's order)
+        bottom = v10 * g + v11 * f
+        blend = top[:, None, :] * g[:, None] + bottom[:, None, :] * f[:, None]  # [M, s, s]
+        new_cell = np.r_[True, cell[1:] != cell[:-1]]
+        seg = np.cumsum(new_cell) - 1  # [M]: index of the pair's cell among the K
+        rank = np.arange(cell.size) - np.flatnonzero(new_cell)[seg]  # its place in the cell
+        best_value = np.full((ys.size, s, s), -np.inf, np.float32)
+        best = np.zeros((ys.size, s, s), ids.dtype)
+        for r in range(int(rank.max()) + 1):  # a few rounds: classes in a cell, ascending
+            sel = np.flatnonzero(rank == r)
+            k, v = seg[sel], blend[sel]
+            better = v > best_value[k]  # strictly: the first class keeps a tie, as argmax
+            best_value[k] = np.where(better, v, best_value[k])
+            best[k] = np.where(better, cls[sel, None, None].astype(ids.dtype), best[k])
+        cells = canvas.reshape(h + 1, s, w + 1, s)
+        cells[ys, :, xs, :] = best  # the first class at the top, per pixel
+    return canvas[offset:offset + h * s, offset:offset + w * s]
 
 
 def _argmax_channels(logits: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
