@@ -16,7 +16,9 @@ Everything is checked before anything is written: the frame is in the dataset, t
 frame's size, every id is a class or 255 and every colour one the labelmap / palette declares,
 no frame appears twice, and a frame that already has a segmentation label keeps it unless
 `replace`. One bad file stops the whole import with one line naming it (and how many others
-are bad), and the dataset is left exactly as it was: no half import to untangle. A mask that is
+are bad), and the dataset is left exactly as it was: no half import to untangle. A mask equal
+to the label the frame already has is skipped (importing a selection again after finishing
+more of its masks just adds the new ones). A mask that is
 still the teacher's untouched pre-annotation (its content hash is in the selection manifest) is
 skipped with a line saying so, unless `accept_unchanged`.
 
@@ -43,7 +45,13 @@ import numpy as np
 from mtl_perception.core.contracts import IGNORE_INDEX
 from mtl_perception.core.fileio import write_json_atomic
 from mtl_perception.core.labels import palette_for
-from mtl_training.data.sources.folder import INDEX, read_index, read_npy
+from mtl_training.data.sources.folder import (
+    INDEX,
+    DatasetFormatError,
+    read_image,
+    read_index,
+    read_npy,
+)
 from mtl_training.labeling import LabelingError
 from mtl_training.labeling.export_formats import (
     BACKGROUND,
@@ -202,6 +210,17 @@ def _to_ids(mask: MaskSource, pixels: np.ndarray, layout: Layout, n: int) -> np.
     return ids
 
 
+def _same_label(root: Path, entry: dict[str, Any], ids: np.ndarray) -> bool:
+    """Whether a frame's stored label already holds `ids` (a selection imported again after more
+    masks were finished: the frames done before are skipped, not refused)."""
+    path = root / entry["seg"]
+    try:
+        stored = read_image(path, "seg")
+    except DatasetFormatError:
+        return False
+    return stored.shape == ids.shape and bool((stored.astype(np.int64) == ids).all())
+
+
 @dataclass
 class Planned:
     frame_id: str
@@ -264,6 +283,10 @@ def plan_import(src: Path, data_dir: Path, *, selection_dir: Path | None = None,
             if fid in pre and mask_sha256(ids) == pre[fid] and not accept_unchanged:
                 skips.append(f"{mask.where}: still the teacher's pre-annotation, not imported "
                              "(pass --accept-unchanged to import it as reviewed)")
+                continue
+            if entry.get("seg") and _same_label(data_dir, entry, ids):
+                skips.append(f"{mask.where}: frame '{fid}' already has exactly this label "
+                             "(imported before)")
                 continue
             if entry.get("seg") and not replace:
                 raise LabelingError(f"{mask.where}: frame '{fid}' already has a segmentation "

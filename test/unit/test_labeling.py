@@ -209,6 +209,11 @@ def test_round_trip_png_then_cvat_and_stale_pseudo_labels(tmp_path, teacher_run,
     np.testing.assert_array_equal(src.frame(by_id[first["id"]]).seg, edited)
     index = json.loads((data / "dataset.json").read_text())
     assert index["label_imports"][0]["frames"] == [first["id"]]
+    # importing the selection again adds nothing and changes nothing
+    rc, text, err = run_cli(capsys, "labels", "import", str(out), "--into", str(data))
+    assert rc == 0 and "already has exactly this label" in text, err
+    assert "imported 0 segmentation labels" in text
+    assert json.loads((data / "dataset.json").read_text()) == index
     assert index["label_imports"][0]["teacher_sha256"] == m["teacher"]["sha256"]
 
     # the dataset changed: the pseudo-labels made before are refused as stale, in one line
@@ -269,6 +274,8 @@ def test_bad_masks_stop_the_import_and_lose_nothing(tmp_path, teacher_run, capsy
         one_line_error(rc, err, "nothing was imported", *needles)
         assert (data / "dataset.json").read_bytes() == before
         assert (data / "seg" / f"{a['name']}.png").read_bytes() == seg_a
+        assert not (data / "seg" / f"{b['name']}.png").exists()  # good files not written either
+        assert not (data / "seg" / f"{c['name']}.png").exists()
 
     good = np.zeros(shape, np.uint8)
     attempt({f"{b['name']}.png": good, f"{c['name']}.png": np.zeros((5, 7), np.uint8)},
