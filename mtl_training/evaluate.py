@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.metrics import DepthMetrics, SegMetrics
-from mtl_perception.core.preprocess import PreprocessSpec
+from mtl_perception.core.models.backbones import encoder_input_stats
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats, PreprocessSpec
 from mtl_training.checkpoint import load_checkpoint
 from mtl_training.config import (
     ConfigError,
@@ -58,6 +59,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, class_names
     model.eval()
     seg_m, depth_m = SegMetrics(num_classes, class_names), DepthMetrics(max_depth=max_depth)
     kept: list[dict[str, np.ndarray]] = []
+    stats = getattr(loader.dataset, "stats", IMAGENET_STATS)  # how the pictures were normalised
     for batch in loader:
         out = model(*model_inputs(model, batch, device))
         if "seg" in out and out["seg"].shape[1] != num_classes:
@@ -73,7 +75,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, class_names
                 depth_m.update(depth_pred[i], batch["depth"][i, 0].numpy())
             if len(kept) < keep:
                 kept.append({
-                    "rgb": denormalize(batch["image"][i]),
+                    "rgb": denormalize(batch["image"][i], stats),
                     "seg": batch["seg"][i].numpy() if bool(batch["has_seg"][i]) else None,
                     "seg_pred": None if seg_pred is None else seg_pred[i],
                     "depth": batch["depth"][i, 0].numpy() if bool(batch["has_depth"][i]) else None,
@@ -93,9 +95,9 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, class_names
     return metrics, kept
 
 
-def denormalize(image: Tensor) -> np.ndarray:
-    """Normalised [3, H, W] -> uint8 [H, W, 3] for pictures."""
-    return PreprocessSpec(image.shape[-2], image.shape[-1]).denormalize(
+def denormalize(image: Tensor, stats: InputStats = IMAGENET_STATS) -> np.ndarray:
+    """Normalised [3, H, W] (with `stats`) -> uint8 [H, W, 3] for pictures."""
+    return PreprocessSpec(image.shape[-2], image.shape[-1], *stats).denormalize(
         image.float().cpu().numpy())
 
 
@@ -103,7 +105,7 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, split: str, device: 
                    ) -> tuple[dict[str, dict[str, Any]], DatasetInfo, int]:
     """(metrics, dataset info, frames) of `model` on split `split` of cfg.data's dataset,
     every label scored, no augmentation."""
-    dataset = build_split(cfg.data, split)
+    dataset = build_split(cfg.data, split, stats=encoder_input_stats(cfg.model.encoder))
     if len(dataset) == 0:
         raise ConfigError(f"data: split '{split}' of {cfg.data.name} holds no frames")
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate,

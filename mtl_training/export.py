@@ -35,6 +35,7 @@ from mtl_perception.core.artifact import (
     write_artifact,
 )
 from mtl_perception.core.fileio import atomic_path
+from mtl_perception.core.models.backbones import encoder_preprocess
 from mtl_perception.core.models.registry import DEPLOYABLE_ARCHS
 from mtl_perception.core.preprocess import PreprocessSpec
 from mtl_training.checkpoint import (
@@ -55,9 +56,10 @@ def git_commit() -> str | None:
         return None
 
 
-def training_preprocess(data: dict[str, Any]) -> PreprocessSpec:
-    """The preprocessing a run's samples had (data.height x data.width, ImageNet statistics)."""
-    return PreprocessSpec(int(data["height"]), int(data["width"]))
+def training_preprocess(data: dict[str, Any], encoder: str = "resnet18") -> PreprocessSpec:
+    """The preprocessing a run's samples had: data.height x data.width, normalised with the
+    statistics of its encoder's family (ImageNet's for ResNets, [-1, 1] for EfficientNet-Lite)."""
+    return encoder_preprocess(str(encoder), int(data["height"]), int(data["width"]))
 
 
 def export_run(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -> Path:
@@ -85,9 +87,12 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -
                     "tau": (cfg.get("pseudo", {}).get("tau")
                             if cfg["data"].get("pseudo_labels") else None),
                     "pseudo_labels": cfg["data"].get("pseudo_labels"), "commit": git_commit(),
+                    # where the encoder's initial weights came from (None: from scratch)
+                    "pretrained": ckpt.get("pretrained"),
                     "epoch": ckpt["epoch"], "metrics": ckpt.get("metrics", {})}
         classes, palette = list(info["classes"]), [list(c) for c in info["palette"]]
-        preprocess, max_depth = training_preprocess(cfg["data"]), float(info["max_depth"])
+        preprocess = training_preprocess(cfg["data"], cfg["model"].get("encoder", "resnet18"))
+        max_depth = float(info["max_depth"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{ckpt_path}: not an exportable training checkpoint (missing or "
                               f"malformed {exc})") from exc

@@ -16,6 +16,10 @@ import numpy as np
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# (mean, std) per channel on 0..1 values: what an encoder family expects
+# (mtl_perception.core.models.backbones.ENCODER_INPUT_STATS)
+InputStats = tuple[tuple[float, float, float], tuple[float, float, float]]
+IMAGENET_STATS: InputStats = (IMAGENET_MEAN, IMAGENET_STD)
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from mtl_perception.core.device import resolve_device
+from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.apps.command import Command, UserError, config_from_args
 from mtl_training.data import build_datasets
 from mtl_training.pseudo import PseudoLabelError
@@ -64,7 +65,9 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     if _subset_fields(teacher.config.get("data", {})) != _subset_fields(asdict(cfg.data)):
         log.warning("the teacher was trained with other data/label-subset settings than %s: it "
                     "may have seen labels of frames it now labels", args.config)
-    train_set, val_set = build_datasets(cfg.data)
+    # normalised as the teacher's encoder expects (its calibration reads val_set through it)
+    encoder = str(teacher.config.get("model", {}).get("encoder", "resnet18"))
+    train_set, val_set = build_datasets(cfg.data, stats=encoder_input_stats(encoder))
     if teacher.model.num_classes != len(train_set.info.classes):
         raise PseudoLabelError(f"teacher predicts {teacher.model.num_classes} classes, dataset "
                                f"'{train_set.info.name}' has {len(train_set.info.classes)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mtl_perception.core.contracts import DatasetInfo, FrameSource
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
 from mtl_training.config import ConfigError, DataConfig, ModelConfig
 from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
 from mtl_training.data.identity import dataset_identity
@@ -22,15 +23,18 @@ def label_subsets(cfg: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     return keep_seg, keep_depth
 
 
-def build_datasets(cfg: DataConfig, pseudo: PseudoLabels | None = None
+def build_datasets(cfg: DataConfig, pseudo: PseudoLabels | None = None, *,
+                   stats: InputStats = IMAGENET_STATS
                    ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     """Training split with the configured label subsets and augmentation; a fully labelled,
-    unaugmented validation split."""
-    return datasets_from_sources(cfg, build_sources(cfg), pseudo)
+    unaugmented validation split. `stats`: the model's input normalisation
+    (backbones.encoder_input_stats of its encoder)."""
+    return datasets_from_sources(cfg, build_sources(cfg), pseudo, stats=stats)
 
 
 def datasets_from_sources(cfg: DataConfig, sources: tuple[FrameSource, FrameSource],
-                          pseudo: PseudoLabels | None = None
+                          pseudo: PseudoLabels | None = None, *,
+                          stats: InputStats = IMAGENET_STATS
                           ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     """As `build_datasets`, over (train, val) sources the caller already holds: a study that
     trains many configurations renders or reads its frames once and shares them.
@@ -43,15 +47,17 @@ def datasets_from_sources(cfg: DataConfig, sources: tuple[FrameSource, FrameSour
         check(dataset_identity(train_src))
     keep_seg, keep_depth = label_subsets(cfg, len(train_src))
     size = (cfg.height, cfg.width)
-    train = MultiTaskDataset(train_src, size, cfg.augment, keep_seg, keep_depth, pseudo, cfg.seed)
-    val = MultiTaskDataset(val_src, size, False, seed=cfg.seed)
+    train = MultiTaskDataset(train_src, size, cfg.augment, keep_seg, keep_depth, pseudo, cfg.seed,
+                             stats)
+    val = MultiTaskDataset(val_src, size, False, seed=cfg.seed, stats=stats)
     return train, val
 
 
-def build_split(cfg: DataConfig, split: str) -> MultiTaskDataset:
+def build_split(cfg: DataConfig, split: str, *, stats: InputStats = IMAGENET_STATS
+                ) -> MultiTaskDataset:
     """One split (`train`, `val`, `test`) as evaluation reads it: every label, no augmentation."""
     return MultiTaskDataset(build_source(cfg, split), (cfg.height, cfg.width), False,
-                            seed=cfg.seed)
+                            seed=cfg.seed, stats=stats)
 
 
 def check_depth_range(model: ModelConfig, info: DatasetInfo) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mtl_perception.core.contracts import FrameSource
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
 from mtl_training.config import ConfigError
 from mtl_training.data.transforms import make_sample
 
@@ -65,13 +66,15 @@ class MultiTaskDataset(Dataset):
 
     `keep_seg` / `keep_depth` hide labels the experiment pretends not to have (they stay on disk,
     so pseudo-label accuracy can still be measured against them). Ground truth wins over a
-    pseudo-label where both exist.
+    pseudo-label where both exist. `stats`: the input normalisation of the model it feeds.
     """
 
     def __init__(self, source: FrameSource, size: tuple[int, int], augment: bool = False,
                  keep_seg: np.ndarray | None = None, keep_depth: np.ndarray | None = None,
-                 pseudo: PseudoLabels | None = None, seed: int = 0) -> None:
+                 pseudo: PseudoLabels | None = None, seed: int = 0,
+                 stats: InputStats = IMAGENET_STATS) -> None:
         self.source = source
+        self.stats = stats
         self.info = source.info
         self.size = size
         self.augment = augment
@@ -118,7 +121,7 @@ class MultiTaskDataset(Dataset):
                                           frame_id)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = make_sample(raw.rgb, depth, seg, self.size, raw.K, self.augment, rng,
-                             inverse_depth=self.inverse_depth)
+                             inverse_depth=self.inverse_depth, stats=self.stats)
         sample["seg_source"] = seg_source
         sample["depth_source"] = depth_source
         sample["meta"] = {"index": index, "frame_id": frame_id, **raw.meta}

@@ -15,7 +15,7 @@ import torch
 
 from mtl_perception.core.camera import PinholeCamera
 from mtl_perception.core.contracts import IGNORE_INDEX
-from mtl_perception.core.preprocess import PreprocessSpec, resize_rgb
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats, PreprocessSpec, resize_rgb
 
 SCALES: tuple[float, ...] = (1.0, 1.2, 1.5)  # METHOD.md B scale-crop augmentation
 
@@ -23,14 +23,16 @@ SCALES: tuple[float, ...] = (1.0, 1.2, 1.5)  # METHOD.md B scale-crop augmentati
 def make_sample(rgb: np.ndarray, depth: np.ndarray | None, seg: np.ndarray | None,
                 size: tuple[int, int], K: np.ndarray | None = None, augment: bool = False,
                 rng: np.random.Generator | None = None, *,
-                inverse_depth: bool = False) -> dict[str, Any]:
+                inverse_depth: bool = False, stats: InputStats = IMAGENET_STATS
+                ) -> dict[str, Any]:
     """Resize (and optionally flip / scale-crop) one frame to the network size `(H, W)`.
 
     Augmentation (METHOD.md B): scale s from SCALES, resize to s x (H, W), random crop back to
     (H, W), then a horizontal flip with p = 0.5. Depth and labels are resized with nearest
     neighbour: interpolating depth across an object edge invents surfaces that do not exist, and
     interpolating class ids is meaningless. `inverse_depth`: the depth channel holds 1/m, which
-    a zoom multiplies instead of dividing.
+    a zoom multiplies instead of dividing. `stats`: the (mean, std) normalisation the model's
+    encoder expects (backbones.encoder_input_stats), the same the artifact's PreprocessSpec holds.
     """
     h, w = size
     rng = rng or np.random.default_rng()
@@ -61,7 +63,7 @@ def make_sample(rgb: np.ndarray, depth: np.ndarray | None, seg: np.ndarray | Non
         if camera is not None:
             camera = camera.mirrored()
     sample = {
-        "image": torch.from_numpy(PreprocessSpec(h, w).to_chw(np.ascontiguousarray(rgb_r))),
+        "image": torch.from_numpy(PreprocessSpec(h, w, *stats).to_chw(np.ascontiguousarray(rgb_r))),
         "depth": torch.from_numpy(np.ascontiguousarray(depth_r, dtype=np.float32))[None]
         if depth_r is not None else torch.zeros(1, h, w),
         "seg": torch.from_numpy(np.ascontiguousarray(seg_r).astype(np.int64))

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from mtl_perception.core.contracts import IGNORE_INDEX
 from mtl_perception.core.fileio import write_json_atomic
+from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training import distributed
 from mtl_training.config import PseudoLabelConfig
 from mtl_training.data.datasets import MultiTaskDataset
@@ -91,7 +92,10 @@ class _Item:
 
 def _batches(teacher: LoadedTeacher, dataset: MultiTaskDataset, indices: list[int],
              batch_size: int) -> Iterator[tuple[list[_Item], Tensor, Tensor]]:
-    """(items, image [B, 3, h, w], aux) batches at network size; frames lacking the input skip."""
+    """(items, image [B, 3, h, w], aux) batches at network size; frames lacking the input skip.
+
+    Images are normalised as the teacher's encoder expects (its family's statistics)."""
+    stats = encoder_input_stats(str(teacher.config.get("model", {}).get("encoder", "resnet18")))
     for start in range(0, len(indices), batch_size):
         items, images, auxes = [], [], []
         for i in indices[start:start + batch_size]:
@@ -101,7 +105,8 @@ def _batches(teacher: LoadedTeacher, dataset: MultiTaskDataset, indices: list[in
                 log.warning("frame %d has no %s on disk: skipped", i, teacher.aux_input)
                 continue
             s = make_sample(raw.rgb, aux if teacher.aux_input == "depth" else None,
-                            aux if teacher.aux_input == "seg" else None, dataset.size)
+                            aux if teacher.aux_input == "seg" else None, dataset.size,
+                            stats=stats)
             fid = str(raw.meta.get("frame_id", f"{i:06d}"))
             items.append(_Item(i, fid, raw.seg, raw.depth, raw.rgb.shape[:2]))
             images.append(s["image"])

@@ -62,6 +62,8 @@ BAD_VALUES = [
     ("model.max_depth=-10", "model.max_depth"), ("model.arch=vit", "model.arch"),
     ("model.encoder=resnet7", "model.encoder"), ("model.tasks=[seg, normals]", "model.tasks"),
     ("model.aux_input=lidar", "model.aux_input"),
+    ("model.pretrained=imagenet21k", "model.pretrained"), ("model.decoder=fpn", "model.decoder"),
+    ("model.encoder=efficientnet_b0", "model.encoder"),
     ("loss.weighting=magic", "loss.weighting"), ("loss.depth_weight=-1", "loss.depth_weight"),
     ("loss.gradnorm_lr=0", "loss.gradnorm_lr"), ("loss.gradnorm_alpha=-1", "loss.gradnorm_alpha"),
     ("loss.dwa_temperature=0", "loss.dwa_temperature"),

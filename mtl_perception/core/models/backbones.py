@@ -1,4 +1,10 @@
-"""ResNet encoders with torchvision's parameter names.
+"""The encoder table (ResNets defined here, EfficientNet-Lite in efficientnet.py).
+
+Every encoder returns the feature pyramid at strides 2, 4, 8, 16, 32, lists the taps' widths in
+`channels`, exposes `stages()` (callables input -> tap 0, tap i-1 -> tap i, which the teacher fuses
+between) and `last_stage_parameters()`, and has its input normalisation in `ENCODER_INPUT_STATS`.
+
+ResNets with torchvision's parameter names:
 
 There is no torchvision here, and robots should not need it: these modules are written from the
 ResNet paper, but every parameter keeps torchvision's name (conv1, bn1, layer1.0.conv1, ...), so an
@@ -12,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
+
+from mtl_perception.core.models.efficientnet import LITE_VARIANTS, EfficientNetLite
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats, PreprocessSpec
 
 
 class BasicBlock(nn.Module):
@@ -100,6 +109,15 @@ class ResNet(nn.Module):
     def stem(self, x: Tensor) -> Tensor:
         return self.relu(self.bn1(self.conv1(x)))
 
+    def stages(self) -> list[Callable[[Tensor], Tensor]]:
+        """Five callables: the input -> tap 0, then tap i-1 -> tap i (strides 2..32)."""
+        return [self.stem, lambda x: self.layer1(self.maxpool(x)), self.layer2, self.layer3,
+                self.layer4]
+
+    def last_stage_parameters(self) -> list[nn.Parameter]:
+        """layer4: the encoder's last layer (GradNorm's choice)."""
+        return list(self.layer4.parameters())
+
     def forward(self, x: Tensor) -> list[Tensor]:
         c1 = self.stem(x)  # [B, 64, H/2, W/2]
         c2 = self.layer1(self.maxpool(c1))  # [B, 64e, H/4, W/4]
@@ -109,14 +127,29 @@ class ResNet(nn.Module):
         return [c1, c2, c3, c4, c5]
 
 
-_ENCODERS: dict[str, Callable[[int], ResNet]] = {
+Encoder = ResNet | EfficientNetLite
+
+_ENCODERS: dict[str, Callable[[int], Encoder]] = {
     "resnet18": lambda c: ResNet(BasicBlock, [2, 2, 2, 2], c),
     "resnet34": lambda c: ResNet(BasicBlock, [3, 4, 6, 3], c),
     "resnet50": lambda c: ResNet(Bottleneck, [3, 4, 6, 3], c),
+    **{name: (lambda c, n=name: EfficientNetLite(n, c)) for name in LITE_VARIANTS},
+}
+
+# The input normalisation (per-channel mean, std on 0..1 values) each encoder family expects:
+# what its ImageNet weights were trained with, so the same numbers go into training samples and
+# into the artifact's PreprocessSpec. EfficientNet-Lite's TensorFlow training maps pixels to
+# (x - 127) / 128, i.e. [-1, 1]: with it the packaged weights' stem batch-norm statistics fit
+# natural images best (test_efficientnet). ResNets keep torchvision's ImageNet statistics.
+SYMMETRIC_MEAN: tuple[float, float, float] = (127 / 255,) * 3
+SYMMETRIC_STD: tuple[float, float, float] = (128 / 255,) * 3
+ENCODER_INPUT_STATS: dict[str, InputStats] = {
+    **{name: IMAGENET_STATS for name in ("resnet18", "resnet34", "resnet50")},
+    **{name: (SYMMETRIC_MEAN, SYMMETRIC_STD) for name in LITE_VARIANTS},
 }
 
 
-def build_encoder(name: str, in_channels: int = 3) -> ResNet:
+def build_encoder(name: str, in_channels: int = 3) -> Encoder:
     if name not in _ENCODERS:
         raise ValueError(f"Unknown encoder '{name}' (available: {', '.join(sorted(_ENCODERS))})")
     return _ENCODERS[name](in_channels)
@@ -124,3 +157,15 @@ def build_encoder(name: str, in_channels: int = 3) -> ResNet:
 
 def available_encoders() -> list[str]:
     return sorted(_ENCODERS)
+
+
+def encoder_input_stats(name: str) -> InputStats:
+    """(mean, std) the encoder `name` expects; an unknown name gets the ImageNet statistics (the
+    ModelSpec refuses unknown encoders before anything is built)."""
+    return ENCODER_INPUT_STATS.get(name, IMAGENET_STATS)
+
+
+def encoder_preprocess(name: str, height: int, width: int) -> PreprocessSpec:
+    """The network input `name` expects at height x width (its family's normalisation)."""
+    mean, std = encoder_input_stats(name)
+    return PreprocessSpec(height, width, mean, std)

@@ -19,7 +19,7 @@ from torch import nn
 
 from mtl_perception.core.contracts import TASKS
 from mtl_perception.core.models.backbones import available_encoders
-from mtl_perception.core.models.student import MultiTaskNet
+from mtl_perception.core.models.student import DECODERS, MultiTaskNet
 from mtl_perception.core.models.teacher import AUX_TARGET, MultiModalTeacher
 
 # Bounds that keep a hostile or mistyped spec from allocating without limit before anything is
@@ -41,13 +41,17 @@ class ModelSpec:
     """Everything `build_model` needs to rebuild a network."""
 
     arch: str = "student"  # student | single_task | teacher
-    encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0..2
     num_classes: int = 7
     decoder_channels: int = 64
     decoder_convs: int = 2
     tasks: tuple[str, ...] = ("seg", "depth")
     max_depth: float = 10.0  # metres; upper bound of the depth head
     aux_input: str = "depth"  # teacher only: depth (-> seg) | seg (-> depth)
+    # unet: one U-Net per task (the papers'); refine: one light refinement shared by the tasks
+    # at stride 4, a small head each (real time; decoder_convs = pooling links per level).
+    # Artifacts written before this field existed hold U-Nets: the default keeps them loading.
+    decoder: str = "unet"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -78,6 +82,9 @@ class ModelSpec:
         if self.aux_input not in AUX_TARGET:
             raise ModelSpecError(f"Unknown model.aux_input '{self.aux_input}' "
                                  f"(available: {', '.join(AUX_TARGET)})")
+        if self.decoder not in DECODERS:
+            raise ModelSpecError(f"Unknown model.decoder '{self.decoder}' "
+                                 f"(available: {', '.join(DECODERS)})")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -94,7 +101,7 @@ class ModelSpec:
         if unknown:
             raise ModelSpecError(f"{where} has unknown field '{unknown[0]}' "
                                  f"(known: {', '.join(sorted(known))})")
-        for key, kind in (("arch", str), ("encoder", str), ("aux_input", str)):
+        for key, kind in (("arch", str), ("encoder", str), ("aux_input", str), ("decoder", str)):
             if key in values and not isinstance(values[key], kind):
                 raise ModelSpecError(f"{where}.{key} must be a string, got {values[key]!r}")
         tasks = values.get("tasks", cls.tasks)
@@ -113,12 +120,13 @@ def _int_in(name: str, value: Any, low: int, high: int) -> None:
 
 def _student(spec: ModelSpec) -> nn.Module:
     return MultiTaskNet(spec.encoder, spec.num_classes, spec.tasks, spec.decoder_channels,
-                        spec.decoder_convs, spec.max_depth)
+                        spec.decoder_convs, spec.max_depth, decoder=spec.decoder)
 
 
 def _teacher(spec: ModelSpec) -> nn.Module:
     return MultiModalTeacher(spec.encoder, spec.num_classes, spec.aux_input,
-                             spec.decoder_channels, spec.decoder_convs, spec.max_depth)
+                             spec.decoder_channels, spec.decoder_convs, spec.max_depth,
+                             spec.decoder)
 
 
 _BUILDERS: dict[str, Callable[[ModelSpec], nn.Module]] = {

@@ -3,7 +3,9 @@
 Two encoders, one per modality. After every encoder stage a small fusion module adds what the
 auxiliary branch sees to the RGB features, and the fused features both feed the next RGB stage
 and serve as the decoder's skip connections, so the auxiliary modality informs every scale of the
-pyramid (the paper fuses HRNet features at 1/4..1/32; here ResNet stages at 1/2..1/32).
+pyramid (the paper fuses HRNet features at 1/4..1/32; here encoder stages at 1/2..1/32, any
+encoder of the table: ResNet or EfficientNet-Lite, through their common `stages()`). The decoder is
+a U-Net (`unet`) or the light shared refinement (`refine`) with one head for the target.
 
 Direction `aux_input="depth"` (default, MMMT-D): RGB + measured depth -> segmentation logits.
 Direction `aux_input="seg"` (reverse, MMMT-S): RGB + one-hot segmentation -> depth in metres.
@@ -17,9 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl_perception.core.contracts import IGNORE_INDEX
-from mtl_perception.core.models.backbones import ResNet, build_encoder
+from mtl_perception.core.models.backbones import Encoder, build_encoder
 from mtl_perception.core.models.decoder import UNetDecoder
-from mtl_perception.core.models.student import depth_activation
+from mtl_perception.core.models.refine import RefineDecoder
+from mtl_perception.core.models.student import DECODERS, depth_activation
 
 AUX_TARGET: dict[str, str] = {"depth": "seg", "seg": "depth"}  # auxiliary input -> target task
 
@@ -54,11 +57,13 @@ class MultiModalTeacher(nn.Module):
 
     def __init__(self, encoder: str = "resnet18", num_classes: int = 7, aux_input: str = "depth",
                  decoder_channels: int = 64, decoder_convs: int = 2,
-                 max_depth: float = 10.0) -> None:
+                 max_depth: float = 10.0, decoder: str = "unet") -> None:
         super().__init__()
         if aux_input not in AUX_TARGET:
             raise ValueError(f"Unknown teacher aux_input '{aux_input}' "
                              f"(available: {', '.join(AUX_TARGET)})")
+        if decoder not in DECODERS:
+            raise ValueError(f"Unknown decoder '{decoder}' (available: {', '.join(DECODERS)})")
         self.aux_input = aux_input
         self.target = AUX_TARGET[aux_input]
         self.tasks = (self.target,)
@@ -68,14 +73,17 @@ class MultiModalTeacher(nn.Module):
         self.max_depth = max_depth
         # depth in: normalised depth + validity mask (a hole is "unknown", not "at 0 m")
         aux_channels = 2 if aux_input == "depth" else num_classes
-        self.encoder: ResNet = build_encoder(encoder, 3)
-        self.aux_encoder: ResNet = build_encoder(encoder, aux_channels)
+        self.encoder: Encoder = build_encoder(encoder, 3)
+        self.aux_encoder: Encoder = build_encoder(encoder, aux_channels)
         self.fusions = nn.ModuleList(
             FusionBlock(c, c) for c in self.encoder.channels  # same trunk: equal widths
         )
         out_channels = num_classes if self.target == "seg" else 1
-        self.decoder = UNetDecoder(self.encoder.channels, out_channels, decoder_channels,
-                                   decoder_convs)
+        self.decoder: UNetDecoder | RefineDecoder = (
+            UNetDecoder(self.encoder.channels, out_channels, decoder_channels, decoder_convs)
+            if decoder == "unet" else
+            RefineDecoder(self.encoder.channels, {self.target: out_channels}, decoder_channels,
+                          decoder_convs))
 
     def encode_aux(self, aux: Tensor) -> Tensor:
         """The label modality as network input channels."""
@@ -91,21 +99,19 @@ class MultiModalTeacher(nn.Module):
     def fused_features(self, image: Tensor, aux: Tensor) -> list[Tensor]:
         """The fused pyramid at strides 2, 4, 8, 16, 32."""
         a = self.aux_encoder(self.encode_aux(aux).to(image.dtype))  # 5 x [B, C_i, h_i, w_i]
-        enc = self.encoder
-        x = self.fusions[0](enc.stem(image), a[0])  # [B, 64, H/2, W/2]
-        feats = [x]
-        stages = (lambda t: enc.layer1(enc.maxpool(t)), enc.layer2, enc.layer3, enc.layer4)
-        for i, stage in enumerate(stages, start=1):
-            x = self.fusions[i](stage(x), a[i])
+        x, feats = image, []
+        for fusion, stage, aux_feat in zip(self.fusions, self.encoder.stages(), a, strict=True):
+            x = fusion(stage(x), aux_feat)  # [B, C_i, H / 2^(i+1), W / 2^(i+1)]
             feats.append(x)
         return feats
 
     def forward(self, image: Tensor, aux: Tensor) -> dict[str, Tensor]:
         size = (image.shape[-2], image.shape[-1])
-        out = self.decoder(self.fused_features(image, aux), size)
+        decoded = self.decoder(self.fused_features(image, aux), size)
+        out = decoded[self.target] if isinstance(decoded, dict) else decoded
         if self.target == "depth":
             out = depth_activation(out, self.max_depth)
         return {self.target: out}
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoder.layer4.parameters())
+        return self.encoder.last_stage_parameters()
