@@ -188,6 +188,9 @@ class PerceptionClient:
 class NodeDiagnostics:
     """Every /diagnostics status of one perception node, as key -> value dicts, oldest first.
 
+    Each dict also holds the status's level ("0" OK, "1" WARN, "2" ERROR) as
+    `diagnostic_level` and its message as `diagnostic_message`.
+
     Subscribes through a PerceptionClient, whose executor thread spins it: tests wait on counters,
     the benchmark reads the per-stage timings of a whole run.
     """
@@ -202,7 +205,9 @@ class NodeDiagnostics:
         for status in msg.status:
             if status.name == self.name:
                 with self.lock:
-                    self.entries.append({kv.key: kv.value for kv in status.values})
+                    self.entries.append({kv.key: kv.value for kv in status.values}
+                                        | {"diagnostic_level": str(ord(status.level)),
+                                           "diagnostic_message": status.message})
 
     def snapshot(self) -> list[dict[str, str]]:
         with self.lock:

@@ -4,11 +4,19 @@ The node bumps counters from its callbacks; once a second it turns the window si
 into one DiagnosticStatus named `"<node fqn>: perception"` (NodeDiagnostics in client.py matches on
 that name; keys are documented in the README's topic table). Callers hold their own lock: these
 are plain objects, so tests can build a status without a ROS graph.
+
+The level judges the most recent frames, not the last second: "recent" is the last
+RECENT_FRAMES (20) frames that reached decoding or inference (served, rejected or failed; frames
+skipped by max_rate_hz or served to nobody do not count). ERROR when all of them were dropped (at
+least MIN_RECENT_FOR_ERROR, 3, of them), WARN when more than half were, or when any frame was
+rejected in this report's second; otherwise OK. A node that rejects every frame therefore stays
+at ERROR after the stream stops, until a frame is served again.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +27,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 # fastdds_loopback.xml, 32 MB SHM segments) carries reliably; larger frames can vanish in
 # transport unseen, so the client refuses to send them and the node reports those it gets.
 DDS_FRAME_LIMIT_BYTES = 16_000_000
+RECENT_FRAMES = 20  # frames the diagnostics level judges (see the module docstring)
+MIN_RECENT_FOR_ERROR = 3  # fewer recent frames than this, all dropped, is a WARN
 
 
 def status_name(node_fqn: str) -> str:
@@ -47,6 +57,7 @@ class Stats:
     window_dropped: int = 0
     window_processed: int = 0
     window_rejected: int = 0
+    recent: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))  # served?
 
     def count_received(self, skipped: int = 0) -> None:
         """One frame taken, after `skipped` frames its publisher sent that were never taken."""
@@ -59,6 +70,7 @@ class Stats:
         """A frame served: its latency and per-stage times (seconds)."""
         self.processed += 1
         self.window_processed += 1
+        self.recent.append(True)
         self.latencies.append(latency)
         for k, v in stages.items():
             self.stages.setdefault(k, []).append(v)
@@ -66,10 +78,12 @@ class Stats:
     def count_rejected(self, reason: str) -> None:
         self.rejected += 1
         self.window_rejected += 1
+        self.recent.append(False)
         self.last_reject = reason
 
     def count_error(self, reason: str) -> None:
         self.errors += 1
+        self.recent.append(False)
         self.last_reject = reason
 
 
@@ -123,10 +137,15 @@ def take_window(stats: Stats, now: float,
     }
     for k, v in s.stages.items():
         values[f"{k}_ms"] = f"{1000.0 * float(np.mean(v)):.2f}"
-    if s.window_rejected:
+    n, bad = len(s.recent), s.recent.count(False)
+    if bad == n >= MIN_RECENT_FOR_ERROR:
+        level, message = DiagnosticStatus.ERROR, (f"all of the last {n} frames dropped "
+                                                  f"({s.last_reject})")
+    elif 2 * bad > n:
+        level, message = DiagnosticStatus.WARN, (f"{bad} of the last {n} frames dropped "
+                                                 f"({s.last_reject})")
+    elif s.window_rejected:
         level, message = DiagnosticStatus.WARN, f"{s.window_rejected} bad frame(s) dropped"
-    elif s.errors and values["output_rate_hz"] == "0.00":
-        level, message = DiagnosticStatus.ERROR, "inference failing"
     else:
         level, message = DiagnosticStatus.OK, "ok"
     s.latencies, s.stages = [], {}

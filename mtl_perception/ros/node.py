@@ -19,6 +19,7 @@ at most one inference).
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mtl_perception.core.artifact import ArtifactError
@@ -52,7 +54,7 @@ from mtl_perception.ros.pipeline import (
     check_camera_info,
 )
 from mtl_perception.runtime.backend import BackendError
-from mtl_perception.runtime.memory import retain_freed_memory
+from mtl_perception.runtime.memory import PeakGrowth, retain_freed_memory
 from mtl_perception.runtime.predictor import NonFiniteOutput, Predictor
 
 NODE_NAME = "mtl_perception"
@@ -108,6 +110,7 @@ class PerceptionNode(LifecycleNode):
         self.diag_timer: Any = None
         self.available: dict[str, bool] = {}
         self._last_accept = -1e9
+        self.finished = Future()  # done at the shutdown transition: main() then exits 0
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     @property
@@ -155,7 +158,11 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free everything; main() then leaves its spin and the process exits 0 (finalized is
+        final: a lifecycle manager and launch expect the process to end)."""
         self._release()
+        self.get_logger().info("finalized: exiting")
+        self.finished.set_result(True)
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -169,11 +176,14 @@ class PerceptionNode(LifecycleNode):
         self.predictor = self.pipeline = None
 
     def _configure(self) -> None:
+        """Load the model and warm it up, refusing one that cannot serve: non-finite warm-up
+        output, or more memory than `max_model_memory_mb` grown while loading and warming up."""
         self.params = self._read_parameters()
         p = self.params
         if not p["model_path"]:
             raise StartupError("parameter 'model_path' is empty: set it to an exported "
                                ".safetensors or .onnx model (mtl-train export)")
+        growth = PeakGrowth()
         try:
             predictor = Predictor(p["model_path"], device=p["device"],
                                   precision=p["precision"], num_threads=p["num_threads"],
@@ -185,7 +195,15 @@ class PerceptionNode(LifecycleNode):
         try:
             predictor.warmup(p["warmup_runs"])
         except (RuntimeError, NonFiniteOutput) as exc:
-            self.get_logger().warning(f"warm-up failed ({exc}); frames may be rejected")
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StartupError(f"{p['model_path']}: warm-up failed ({reason}): the model would "
+                               "reject every frame") from exc
+        grown_mb = growth.bytes() / 2**20
+        if p["max_model_memory_mb"] and grown_mb > p["max_model_memory_mb"]:
+            raise StartupError(
+                f"{p['model_path']}: loading and warming up the model took {grown_mb:.0f} MiB "
+                f"of memory, above max_model_memory_mb {p['max_model_memory_mb']} (raise the "
+                "parameter if the model really needs it)")
         self.predictor = predictor
         self.pipeline = FramePipeline(predictor, p["output_resolution"] == "network",
                                       self._warn_camera, self.get_logger().warning)
@@ -266,6 +284,9 @@ class PerceptionNode(LifecycleNode):
         accepted = {}
         configured = self.predictor is not None
         for param in params:
+            if not param.name:
+                return SetParametersResult(successful=False,
+                                           reason="a parameter name must not be empty")
             spec = SPECS.get(param.name)
             if spec is None:
                 continue
@@ -322,11 +343,12 @@ class PerceptionNode(LifecycleNode):
                 f"{DDS_FRAME_LIMIT_BYTES / 1e6:.0f} MB the loopback DDS profile carries "
                 "reliably: frames of this size can be lost in transport without a count",
                 throttle_duration_sec=LOG_THROTTLE_S)
-            rate = self.params["max_rate_hz"]
-            if rate > 0 and now - self._last_accept < 1.0 / rate:
+        rate = self.params["max_rate_hz"]
+        if rate > 0 and now - self._last_accept < 1.0 / rate:
+            with self.lock:
                 self.stats.rate_limited += 1
-                return
-            self._last_accept = now
+            return
+        self._last_accept = now
         try:
             self.process(msg, now, queued)
         except Exception as exc:  # the node must outlive any one frame
@@ -457,8 +479,37 @@ def wants_help(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in own)
 
 
+class _Interrupts:
+    """Ctrl-C while the node runs stops it (KeyboardInterrupt); any later one does nothing.
+
+    Installed before rclpy.init, so rclpy's own SIGINT handler (which wakes the executor)
+    chains to this one. Without it, a second Ctrl-C, or the first one when rclpy's deferred
+    handler passes it on late (under load), raised KeyboardInterrupt during teardown or in
+    torch's atexit hooks: "Exception ignored in atexit callback ... KeyboardInterrupt".
+    Once rclpy is shut down, SIGINT is ignored outright (ignore()).
+    """
+
+    def __init__(self) -> None:
+        self.armed = True
+        signal.signal(signal.SIGINT, self)
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def ignore(self) -> None:
+        """For the rest of the process: rclpy has restored its predecessor by now, and the
+        interpreter's finalisation would put back the default handler, so that a Ctrl-C in
+        the last milliseconds killed the process with SIGINT instead of exit status 0."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(args: list[str] | None = None) -> int:
-    """The `perception_node` console script: spin until Ctrl-C.
+    """The `perception_node` console script: spin until Ctrl-C or the shutdown transition.
 
     Exit status 0 after Ctrl-C or a lifecycle shutdown; 1 when start-up fails (bad parameter,
     missing or damaged model) with autostart on, after one line on stderr, so a launch file
@@ -468,6 +519,17 @@ def main(args: list[str] | None = None) -> int:
     if wants_help(argv):
         sys.stdout.write(usage())
         return 0
+    interrupts = _Interrupts()
+    try:
+        return _run(args, interrupts)
+    except KeyboardInterrupt:  # one that lands between the spin's end and disarm()
+        return 0
+    finally:
+        interrupts.disarm()
+        interrupts.ignore()
+
+
+def _run(args: list[str] | None, interrupts: _Interrupts) -> int:
     try:
         rclpy.init(args=args)
     except KeyboardInterrupt:
@@ -487,18 +549,18 @@ def main(args: list[str] | None = None) -> int:
             node.get_logger().info("autostart is off: unconfigured, waiting for a lifecycle "
                                    f"manager (ros2 lifecycle set {node.get_fully_qualified_name()}"
                                    " configure)")
-        rclpy.spin(node)
+        rclpy.spin_until_future_complete(node, node.finished)
     except StartupError as exc:
         print(f"{NODE_NAME}: error: {exc}", file=sys.stderr)
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        interrupts.disarm()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return code
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -182,7 +182,7 @@ def test_lifecycle_transitions_over_dds(tiny_artifact, tmp_path_factory):
         assert m.change(Transition.TRANSITION_CONFIGURE)
         assert m.state() == "inactive"
         assert m.change(Transition.TRANSITION_INACTIVE_SHUTDOWN)
-        assert m.state() == "finalized"
+        assert m.proc.wait(15) == 0  # finalized: the process ends
     finally:
         code = m.close()
     assert code == 0, m.log_text()
@@ -211,3 +211,23 @@ def test_onnx_model_is_served_by_onnxruntime(tiny_artifact, tmp_path_factory):
     finally:
         code = m.close()
     assert code == 0, m.log_text()
+
+
+@pytest.mark.parametrize("transition", ["TRANSITION_UNCONFIGURED_SHUTDOWN",
+                                        "TRANSITION_ACTIVE_SHUTDOWN"])
+def test_shutdown_transition_ends_the_process(tiny_artifact, tmp_path_factory, transition):
+    """`ros2 lifecycle set <node> shutdown` succeeds and the process exits 0 soon after, as a
+    lifecycle manager (and launch, which watches the process) expects of a finalized node."""
+    m = Managed(tmp_path_factory, tiny_artifact, f"/bye{transition[11]}")
+    try:
+        if transition == "TRANSITION_ACTIVE_SHUTDOWN":
+            assert m.change(Transition.TRANSITION_CONFIGURE)
+            assert m.change(Transition.TRANSITION_ACTIVATE)
+            assert m.answered()
+        assert m.change(getattr(Transition, transition))
+        code = m.proc.wait(15)  # TimeoutExpired: the process kept running after shutdown
+    finally:
+        m.client.close()
+        stop_node(m.proc)
+    assert code == 0, m.log_text()
+    assert "Traceback" not in m.log_text(), m.log_text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -331,6 +332,38 @@ def test_parameters_change_at_run_time(node):
     assert node.set_params(**{"points__stride": 4, "points__max_depth": 10.0})
 
 
+def test_max_rate_hz_caps_every_frame(node):
+    """max_rate_hz 1.0 and 10 small frames in about a second: at most 2 are served, the rest are
+    counted as frames_rate_limited (the cap once applied only to frames above 16 MB)."""
+    node.send()
+    time.sleep(1.2)  # a diagnostics window that includes every earlier frame
+    before = node.diag.wait(lambda d: True)
+    assert node.set_params(max_rate_hz=1.0)
+    try:
+        time.sleep(1.1)  # the last frame served is more than one period ago
+        rgb = frame(9)
+        for _ in range(10):
+            node.client.publish_rgb(rgb, node.next_stamp(), "cam_optical",
+                                    camera_info=camera_info())
+            time.sleep(0.1)
+
+        def delta(d, key):
+            return int(d[key]) - int(before[key])
+
+        d = node.diag.wait(lambda d: delta(d, "frames_received") >= 8
+                           and delta(d, "frames_rate_limited") + delta(d, "frames_processed")
+                           == delta(d, "frames_received"))
+        assert 1 <= delta(d, "frames_processed") <= 2, d
+        assert delta(d, "frames_rate_limited") >= delta(d, "frames_received") - 2, d
+    finally:
+        assert node.set_params(max_rate_hz=0.0)
+
+
+def test_empty_parameter_name_is_refused(node):
+    assert not node.set_params(**{"": 1.0})
+    assert node.proc.poll() is None
+
+
 def test_points_and_camera_info_wait_for_camera_info(tiny_artifact, tmp_path_factory):
     """No camera_info yet: images still flow, points/camera_info do not (and nothing crashes)."""
     h = _start(tmp_path_factory, tiny_artifact, "/noinfo", "/noinfo/image", "/noinfo/info",
@@ -408,20 +441,54 @@ def _nan_artifact(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_nan_output_is_dropped_and_counted(tiny_artifact, tmp_path_factory):
+def test_nan_model_is_refused_at_start_naming_the_file(tiny_artifact, tmp_path):
+    """Its warm-up output is NaN: it would start and reject every frame, so it does not start."""
+    bad_model = _nan_artifact(tiny_artifact, tmp_path / "nan.safetensors")
+    text = _fails_at_start(tmp_path, bad_model)
+    errors = [line for line in text.splitlines() if "mtl_perception: error:" in line]
+    assert len(errors) == 1 and str(bad_model) in errors[0] and "NaN" in errors[0], text
+
+
+def test_nan_output_is_dropped_counted_and_diagnostics_say_error(tiny_artifact,
+                                                                 tmp_path_factory):
+    """Warm-up switched off (so the start-up check cannot run): every frame is rejected, and
+    /diagnostics says ERROR, also after the frames stop (the level judges the last frames, not
+    the last second, which once read "ok" after 25 of 25 frames were rejected)."""
     bad_model = _nan_artifact(tiny_artifact, tmp_path_factory.mktemp("nan") / "nan.safetensors")
     h = _start(tmp_path_factory, bad_model, "/nan", "/nan/image", "/nan/info",
-               outputs=("depth",))
+               params={"warmup_runs": 0}, outputs=("depth",))
     try:
-        for _ in range(3):
+        for _ in range(4):
             stamp = h.next_stamp()
             h.client.publish_rgb(frame(7), stamp, "cam_optical")
             assert h.client.wait_for(stamp, ("depth",), timeout=1.0) is None
-        d = h.diag.wait(lambda d: int(d["frames_rejected"]) >= 1)
+        d = h.diag.wait(lambda d: int(d["frames_rejected"]) >= 3)
         assert "NaN" in d["last_reject_reason"]
+        time.sleep(2.5)  # two report periods without frames
+        d = h.diag.wait(lambda d: True)
+        assert d["output_rate_hz"] == "0.00" and d["diagnostic_level"] == "2", d
+        assert "NaN" in d["diagnostic_message"], d
         assert h.proc.poll() is None
     finally:
         _stop(h)
+
+
+def test_diagnostics_warn_when_most_recent_frames_are_dropped(node):
+    """Served frames followed by more bad ones than good: WARN, not OK, once frames stop."""
+    for _ in range(4):
+        node.send()
+    bad = _bad_images()["unknown encoding"]
+    for _ in range(12):
+        node.send_raw(bad)
+        time.sleep(0.02)
+    node.diag.wait(lambda d: d["last_reject_reason"] != "" and d["diagnostic_level"] != "0")
+    time.sleep(2.5)  # two report periods without frames
+    d = node.diag.wait(lambda d: True)
+    assert d["diagnostic_level"] in ("1", "2"), d
+    for _ in range(20):  # a full window of good frames: OK again
+        node.send()
+    d = node.diag.wait(lambda d: d["diagnostic_level"] == "0")
+    assert "ok" in d["diagnostic_message"]
 
 
 def test_ctrl_c_during_inference_exits_cleanly(tiny_artifact, tmp_path_factory):
@@ -436,6 +503,29 @@ def test_ctrl_c_during_inference_exits_cleanly(tiny_artifact, tmp_path_factory):
         time.sleep(0.05)
     finally:
         _stop(h)  # SIGINT; asserts exit code 0 and no traceback in the log
+
+
+def test_repeated_ctrl_c_while_busy_exits_quietly(tiny_artifact, tmp_path_factory):
+    """Ctrl-C pressed again and again while the node serves frames (an impatient user, or a
+    launch file's SIGINT landing during teardown): exit 0, nothing printed about a
+    KeyboardInterrupt (torch's atexit hooks once printed 'Exception ignored in atexit
+    callback ... KeyboardInterrupt')."""
+    h = _start(tmp_path_factory, tiny_artifact, "/mash", "/mash/image", "/mash/info")
+    rgb = frame(8, 720, 1280)
+    h.send(rgb)
+    for _ in range(10):
+        h.client.publish_rgb(rgb, h.next_stamp(), "cam_optical",
+                             camera_info=camera_info(1280, 720))
+    h.client.close()
+    deadline = time.monotonic() + 20
+    while h.proc.poll() is None and time.monotonic() < deadline:
+        h.proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    code = stop_node(h.proc)
+    text = h.log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    assert "KeyboardInterrupt" not in text, text
 
 
 def _fails_at_start(tmp_path: Path, model: Path, params: dict | None = None) -> str:
