@@ -80,8 +80,60 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(plugin)
 
 
+# The robot tier: the node, its launch files and the model files it loads (test modules, relative
+# to test/). Every other module is the training suite (marker `training`: training, datasets,
+# studies, docs and benchmark checks), which a robot does not need to run.
+ROBOT_TIER = frozenset({
+    "launch/test_launch_arguments.py", "launch/test_launch_exit.py",
+    "launch/test_perception_launch.py",
+    "robustness/test_hostile_artifacts.py", "robustness/test_hostile_frames.py",
+    "robustness/test_hostile_onnx.py",
+    "ros/test_lifecycle.py", "ros/test_node.py", "ros/test_pipeline.py", "ros/test_replay.py",
+    "unit/test_backends.py", "unit/test_camera.py", "unit/test_conversions.py",
+    "unit/test_export.py", "unit/test_inference.py", "unit/test_launch_file.py",
+    "unit/test_params.py", "unit/test_pointcloud.py", "unit/test_predictor_outputs.py",
+    "unit/test_preprocess.py", "unit/test_ros_library_parity.py",
+})
+TIER_ENV = "MTL_TEST_TIER"
+TIERS = ("robot", "all")
+
+
+def selected_tier() -> str:
+    """Which tests run: `robot` (ROBOT_TIER) or `all`.
+
+    MTL_TEST_TIER when set; otherwise `robot` under `colcon test` (colcon sets COLCON=1 in its
+    own environment, which the pytest it starts inherits) and `all` for a plain pytest, so
+    `make test`, CI and a developer's `pytest test/unit/test_x.py` run what they name.
+    """
+    tier = os.environ.get(TIER_ENV) or ("robot" if "COLCON" in os.environ else "all")
+    if tier not in TIERS:
+        raise pytest.UsageError(f"{TIER_ENV}={tier!r}: must be one of {', '.join(TIERS)}")
+    return tier
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    tier = selected_tier()
+    if tier == "robot":
+        return (f"test tier: robot (node, launch, model files; the training suite runs with "
+                f"{TIER_ENV}=all)")
+    return "test tier: all"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip test/launch with the reason, before any launch starts, when it cannot run."""
+    """Mark the training suite and leave it out of the robot tier; skip test/launch with the
+    reason, before any launch starts, when it cannot run."""
+    tests = REPO / "test"
+    robot, training = [], []
+    for item in items:
+        module = Path(item.path).resolve().relative_to(tests).as_posix()
+        if module in ROBOT_TIER:
+            robot.append(item)
+        else:
+            item.add_marker(pytest.mark.training)
+            training.append(item)
+    if training and selected_tier() == "robot":
+        config.hook.pytest_deselected(items=training)
+        items[:] = robot
     problem = install_space_problem()
     if problem is None:
         return

@@ -25,10 +25,9 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from lifecycle_msgs.srv import GetState  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
-pytestmark = pytest.mark.launch
-
 REPO = Path(__file__).resolve().parents[2]
 NS = "/launch_args"
+# Not marked `pytest.mark.launch`: launch_pytest skips such a test that names no launch fixture.
 
 
 def query_state(fqn: str, deadline: float) -> str:
