@@ -224,3 +224,66 @@ def test_node_with_a_hostile_onnx_exits_1_with_one_line(good, tiny_artifact, tmp
     errors = [line for line in text.splitlines() if "mtl_perception: error:" in line]
     assert len(errors) == 1 and str(path) in errors[0] and "external data" in errors[0], text
     assert "Traceback" not in text, text
+
+
+def _depth_plus(model: onnx.ModelProto, nodes: list, initializers: list, term: str
+                ) -> onnx.ModelProto:
+    """`model` with its depth output replaced by depth + `term` (computed by `nodes`)."""
+    out = _with(model)
+    producer = next(n for n in out.graph.node if "depth" in n.output)
+    producer.output[list(producer.output).index("depth")] = "depth_before"
+    out.graph.initializer.extend(initializers)
+    out.graph.node.extend([*nodes, helper.make_node("Add", ["depth_before", term], ["depth"])])
+    return out
+
+
+def _node_refuses(path: Path, tmp_path: Path, params: dict | None = None) -> str:
+    """Start the node on `path`: it must exit 1 with one error line naming the file."""
+    pytest.importorskip("rclpy", reason="rclpy not installed")
+    log = tmp_path / f"{path.stem}.log"
+    proc = start_node(path, params={"device": "cpu", **(params or {})},
+                      params_file=REPO / "config" / "perception.yaml", log_path=log)
+    assert proc.wait(120) == 1
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if "mtl_perception: error:" in line]
+    assert len(errors) == 1 and str(path) in errors[0], text
+    assert "Traceback" not in text, text
+    return errors[0]
+
+
+@pytest.mark.ros
+def test_node_refuses_a_graph_whose_output_is_nan_at_run_time(good, tmp_path):
+    """Finite weights, standard operators, right shapes: only running it shows depth is NaN
+    (a Constant holding NaN added to it). It once started and rejected every frame."""
+    m = _depth_plus(onnx.load(str(good)), [helper.make_node(
+        "Constant", [], ["nan_c"], value=numpy_helper.from_array(np.array(np.nan, np.float32)))],
+        [], "nan_c")
+    path = tmp_path / "nan_constant.onnx"
+    onnx.save(m, str(path))
+    line = _node_refuses(path, tmp_path, {"backend": "onnxruntime"})
+    assert "warm-up" in line and "NaN" in line, line
+
+
+@pytest.mark.ros
+def test_node_refuses_a_graph_that_allocates_past_the_bound(good, tmp_path):
+    """ConstantOfShape 10000 x 10000 (400 MB, its shape tied to the input so it runs at every
+    frame, not folded at load) against max_model_memory_mb 256: refused, naming the bound."""
+    n = 10_000
+    nodes = [
+        helper.make_node("ReduceMax", ["image"], ["img_max"], keepdims=0),
+        helper.make_node("Mul", ["img_max", "zero_f"], ["img_zero"]),
+        helper.make_node("Cast", ["img_zero"], ["img_zero_i"], to=TensorProto.INT64),
+        helper.make_node("Add", ["big_shape0", "img_zero_i"], ["big_shape"]),
+        helper.make_node("ConstantOfShape", ["big_shape"], ["big"],
+                         value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("ReduceSum", ["big"], ["big_sum"], keepdims=0),
+        helper.make_node("Mul", ["big_sum", "zero_f"], ["big_zero"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([n, n], np.int64), "big_shape0"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero_f")]
+    base = onnx.load(str(good))
+    assert base.graph.input[0].name == "image"
+    path = tmp_path / "allocates_400mb.onnx"
+    onnx.save(_depth_plus(base, nodes, inits, "big_zero"), str(path))
+    line = _node_refuses(path, tmp_path, {"backend": "onnxruntime", "max_model_memory_mb": 256})
+    assert "max_model_memory_mb 256" in line and "MiB" in line, line
