@@ -41,7 +41,6 @@ from torch import Tensor
 
 from mtl_perception.core.contracts import IGNORE_INDEX
 from mtl_perception.core.fileio import write_json_atomic, write_text_atomic
-from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.data.identity import dataset_identity
 from mtl_training.data.sources.folder import FolderSource, read_index
 from mtl_training.data.transforms import make_sample
@@ -110,21 +109,28 @@ class FrameScore:
     feature: np.ndarray = field(repr=False)  # float32 [C], L2-normalised
 
 
-def _stats(teacher: LoadedTeacher) -> Any:
-    return encoder_input_stats(str(teacher.config.get("model", {}).get("encoder", "resnet18")))
+def _normalisation(teacher: LoadedTeacher) -> dict[str, Any]:
+    """make_sample's keyword for the (mean, std) the teacher's encoder family expects; empty
+    where the encoders share ImageNet's (a tree without per-family statistics)."""
+    try:
+        from mtl_perception.core.models.backbones import encoder_input_stats
+    except ImportError:
+        return {}
+    encoder = str(teacher.config.get("model", {}).get("encoder", "resnet18"))
+    return {"stats": encoder_input_stats(encoder)}
 
 
 def _inputs(teacher: LoadedTeacher, src: FolderSource, indices: list[int],
             size: tuple[int, int], batch_size: int
             ) -> Iterator[tuple[list[int], Tensor, Tensor, list[tuple[int, int]]]]:
     """(indices, image [B, 3, h, w], depth [B, 1, h, w], frame sizes) at the network size."""
-    stats = _stats(teacher)
+    norm = _normalisation(teacher)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         images, depths, shapes = [], [], []
         for i in chunk:
             raw = src.frame(i)
-            s = make_sample(raw.rgb, raw.depth, None, size, stats=stats)
+            s = make_sample(raw.rgb, raw.depth, None, size, **norm)
             images.append(s["image"])
             depths.append(s["depth"])
             shapes.append(raw.rgb.shape[:2])
