@@ -8,6 +8,11 @@ with `weights_only=True`, so a checkpoint cannot execute code. Whatever is wrong
 comes out as one CheckpointError naming it, for every reader: resume, export, evaluate and the
 pseudo-label teacher all load through `load_checkpoint` / `model_from_checkpoint`.
 
+Which epoch is the run's best is last.pt's to say (`score` over its committed `history`);
+`reconcile_best` brings best.pt in line with it, for `--resume` and for every command that reads
+a run's best (export, evaluate, pseudo-label, through `resolve_checkpoint`), so a kill between
+the commit and best.pt never ships the older best.
+
 A run directory holds RUN_FILES; `prepare_run_dir` decides whether a `train` may use it (new,
 `--resume` to continue, `--overwrite` to replace). How the files of one epoch are committed is the
 Trainer's protocol (mtl_training.trainer).
@@ -15,17 +20,20 @@ Trainer's protocol (mtl_training.trainer).
 
 from __future__ import annotations
 
-import shutil
+import io
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtl_perception.core.fileio import atomic_path
+from mtl_perception.core.fileio import atomic_path, write_bytes_atomic
 from mtl_perception.core.models.registry import build_model
 from mtl_training.config import ConfigError, ModelConfig, from_dict
 
+log = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, damaged or not a training checkpoint; names the file."""
@@ -58,15 +66,19 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Tensors and plain containers only (no unpickling of code); one-line error naming the file."""
+def load_checkpoint(path: str | Path, data: bytes | None = None) -> dict[str, Any]:
+    """Tensors and plain containers only (no unpickling of code); one-line error naming the file.
+
+    `data`: the file's bytes, already read (what reconcile_best copies is what it checked).
+    """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
+    if (path.stat().st_size if data is None else len(data)) == 0:
         raise CheckpointError(f"{path}: not a readable checkpoint (empty file)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        source = path if data is None else io.BytesIO(data)
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         # whatever torch's reader trips on, the file is bad (seen: EOFError, OSError,
         # RuntimeError, KeyError, UnpicklingError); the cause stays chained
@@ -79,10 +91,65 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
-    """Atomically make `dst` a byte copy of `src` (a resumed run restoring best.pt from last.pt)."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+def score(metrics: dict[str, dict[str, Any]]) -> float:
+    """Higher is better: mIoU when segmentation is evaluated, else negative abs error."""
+    if "seg" in metrics:
+        return float(metrics["seg"]["miou"])
+    if "depth" in metrics:
+        return -float(metrics["depth"]["abs_err"])
+    return -math.inf
+
+
+def best_of(history: list[dict[str, Any]], fallback: float) -> tuple[float, int | None]:
+    """(best score, its epoch) re-derived from the committed records: the first epoch with the
+    highest score, as the training loop's strict `>` picks it."""
+    best, best_epoch = -math.inf, None
+    for rec in history:
+        s = score(rec.get("val", {}))
+        if s > best:
+            best, best_epoch = s, int(rec["epoch"])
+    return (best, best_epoch) if best_epoch is not None else (fallback, None)
+
+
+def reconcile_best(run_dir: str | Path, best_epoch: int | None = None) -> None:
+    """Make <run_dir>/best.pt hold the run's best epoch, as last.pt (the commit point) records it.
+
+    A kill after last.pt was committed and before best.pt was refreshed leaves best.pt missing,
+    damaged or older than the best epoch; last.pt then is that epoch's end state (the protocol
+    in mtl_training.trainer), and its bytes, the ones just checked, are copied over best.pt.
+    Where last.pt has moved past the best epoch, nothing can restore it: one CheckpointError.
+    A consistent run (or one without last.pt or without a recorded best) is left untouched.
+    `best_epoch`: the caller's own reading of the run (resume's, for a checkpoint written
+    before last.pt carried its history); by default last.pt's history decides.
+    """
+    run_dir = Path(run_dir)
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if not last.is_file():
+        return
+    data = last.read_bytes()  # once: a trainer still running may replace last.pt meanwhile
+    ckpt = load_checkpoint(last, data)
+    if best_epoch is None:
+        best_epoch = best_of(ckpt.get("history") or [], -math.inf)[1]
+    if best_epoch is None:
+        return
+    try:
+        on_disk = int(load_checkpoint(best)["epoch"]) if best.is_file() else None
+    except CheckpointError as exc:
+        log.warning("%s", exc)
+        on_disk = None
+    if on_disk == best_epoch:
+        return
+    if int(ckpt.get("epoch", -1)) != best_epoch or ckpt.get("partial"):
+        raise CheckpointError(f"{best}: holds epoch {on_disk} but the run's best is epoch "
+                              f"{best_epoch}, which {last} no longer holds; export "
+                              "--checkpoint last, or train the run anew")
+    try:
+        write_bytes_atomic(best, data)
+    except OSError as exc:
+        raise CheckpointError(f"{best}: holds epoch {on_disk}, the run's best is epoch "
+                              f"{best_epoch} and it cannot be restored from {last} ({exc})") \
+            from exc
+    log.info("restored %s from %s (epoch %d, the run's best)", best, last, best_epoch)
 
 
 def check_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
@@ -143,10 +210,16 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"
 
 
 def resolve_checkpoint(path: str | Path, checkpoint: str = "best") -> Path:
-    """A run directory (-> <dir>/<checkpoint>.pt, falling back to last.pt for best) or a file."""
+    """A run directory (-> <dir>/<checkpoint>.pt, falling back to last.pt for best) or a file.
+
+    A run directory's best.pt is reconciled with its last.pt first (reconcile_best), so every
+    reader gets the best that `--resume` would restore, never the one a kill left behind.
+    """
     path = Path(path)
     if not path.is_dir():
         return path
+    if checkpoint == "best":
+        reconcile_best(path)
     wanted = path / f"{checkpoint}.pt"
     if not wanted.is_file() and checkpoint == "best" and (path / "last.pt").is_file():
         return path / "last.pt"

@@ -16,7 +16,8 @@ Run directory protocol (what a kill -9 at any instant leaves consistent):
   epoch is ever duplicated or missing), and if best.pt is missing, damaged or older than
   best_epoch, last.pt (which, by the order above, is then the end-of-epoch state of best_epoch) is
   copied over it. best.pt is only ever replaced by a strictly better committed epoch, so the best
-  checkpoint is never lost or replaced by a worse one.
+  checkpoint is never lost or replaced by a worse one. export, evaluate and pseudo-label repair
+  best.pt the same way before reading it (checkpoint.reconcile_best, one place for all four).
 - Mid-epoch: with `train.checkpoint_every = K > 0`, every K optimiser steps last.pt is rewritten
   with the epoch's sample order, the position reached in it and the running loss sums (history
   and best unchanged). Resume then continues that epoch at that sample with the same order
@@ -24,9 +25,9 @@ Run directory protocol (what a kill -9 at any instant leaves consistent):
   since the last save and the resumed run matches an uninterrupted one. If the training split's
   length changed, the interrupted epoch restarts from its beginning instead.
 - Resume refuses a different architecture (model.* spec, loss.xtc / xtc_channels / weighting /
-  gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights / pretrained /
-  aux_pretrained (they only initialise a new run) and train.epochs / max_steps below what the run
-  already did; every other `--set` is applied for real: train.lr, weight_decay and
+  gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights (it only
+  initialises a new run) and train.epochs / max_steps below what the run already did; every
+  other `--set` is applied for real: train.lr, weight_decay and
   lr_step_epochs are written into the loaded optimiser/scheduler, data.* and the rest are read
   from the config as training goes.
 
@@ -61,33 +62,28 @@ from tqdm import tqdm
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.device import resolve_device
 from mtl_perception.core.fileio import write_text_atomic
-from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_perception.core.models.registry import build_model
 from mtl_perception.core.models.transfer import TaskTransfer
 from mtl_training import distributed
 from mtl_training.amp import autocast_dtype, grad_scaler
 from mtl_training.checkpoint import (
     CheckpointError,
+    best_of,
     check_run_dir,
-    copy_checkpoint,
     first_sentence,
     load_checkpoint,
     model_config_of,
     prepare_run_dir,
+    reconcile_best,
     save_checkpoint,
+    score,
 )
-from mtl_training.config import (
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    from_dict,
-    save_config,
-)
+from mtl_training.config import ConfigError, ExperimentConfig, from_dict, save_config
 from mtl_training.data import build_datasets, check_depth_range
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
-from mtl_training.pretrained import initialise_encoders
+from mtl_training.pretrained import load_pretrained_encoder
 from mtl_training.report import montage, save_rgb_png
 from mtl_training.tblog import TB_DIR, TensorBoardLog
 from mtl_training.weighting import build_weighting
@@ -103,15 +99,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def score(metrics: dict[str, dict[str, Any]]) -> float:
-    """Higher is better: mIoU when segmentation is evaluated, else negative abs error."""
-    if "seg" in metrics:
-        return float(metrics["seg"]["miou"])
-    if "depth" in metrics:
-        return -float(metrics["depth"]["abs_err"])
-    return -math.inf
 
 
 class TrainNet(nn.Module):
@@ -185,13 +172,7 @@ class Trainer:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
-        stats = encoder_input_stats(cfg.model.encoder)  # the normalisation its encoder expects
-        self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo, stats=stats)
-        for split in (self.train_set, self.val_set):
-            if getattr(split, "stats", stats) != stats:
-                raise ConfigError(f"model.encoder {cfg.model.encoder} expects inputs normalised "
-                                  f"with {stats}, the datasets given use {split.stats}: build "
-                                  "them with stats=encoder_input_stats(model.encoder)")
+        self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo)
         self.info: DatasetInfo = self.train_set.info
         if cfg.model.num_classes != len(self.info.classes):
             raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but dataset "
@@ -201,15 +182,10 @@ class Trainer:
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
                                        cfg.data.min_epoch_frames)
-        # missing/unexpected keys of model.encoder_weights / model.pretrained, and where the
-        # initial weights came from; a resumed run takes its checkpoint's
+        # missing/unexpected keys of model.encoder_weights; a resumed run takes its checkpoint's
         self.encoder_report: dict[str, list[str]] | None = None
-        self.pretrained: str | None = None
-        self.encoder_weights_path: str | None = None
-        init = initialise_encoders(self.model, cfg.model) if load_pretrained else None
-        if init is not None:
-            self.encoder_report, self.pretrained = init.report, init.source
-            self.encoder_weights_path = init.path
+        if cfg.model.encoder_weights and load_pretrained:
+            self.encoder_report = load_pretrained_encoder(self.model, cfg.model.encoder_weights)
         tasks = list(getattr(self.model, "tasks", cfg.model.tasks))
         # task-transfer nets (METHOD.md B): trained with the student, checkpointed, never exported
         self.transfer: TaskTransfer | None = self._build_transfer(tasks)
@@ -289,7 +265,6 @@ class Trainer:
             "partial": self.partial,
             "config": self.cfg.to_dict(),
             "info": asdict(self.info),
-            "pretrained": self.pretrained,  # provenance of the initial weights (artifact metadata)
             "metrics": _plain(metrics),
         }
 
@@ -319,13 +294,12 @@ class Trainer:
             raise CheckpointError(f"{path}: state does not fit this run "
                                   f"({first_sentence(exc)})") from exc
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        self.pretrained = ckpt.get("pretrained")
         self.history = ckpt.get("history") or self._history_from_metrics_file(self.epoch)
-        self.best, self.best_epoch = _best_of(self.history, float(ckpt["best"]))
+        self.best, self.best_epoch = best_of(self.history, float(ckpt["best"]))
         self.partial = ckpt.get("partial")
         self._apply_optimizer_settings()
         if self.dist.is_main:  # the run directory is rank 0's; every rank loads the same state
-            self._reconcile(path, ckpt)
+            self._reconcile()
         self.resumed_from = path
         where = f", {self.partial['pos']} samples into epoch {self.epoch + 1}" if self.partial \
             else ""
@@ -343,12 +317,11 @@ class Trainer:
             raise ConfigError(f"{path}: cannot resume with a different architecture (model.{k}: "
                               f"checkpoint {old.get(k)!r}, config {new[k]!r}); keep the run's "
                               "model settings, or start anew with --overwrite or another --out")
-        for key in ("encoder_weights", "pretrained", "aux_pretrained"):  # they only initialise
-            old_value = ckpt["config"].get("model", {}).get(key, getattr(ModelConfig(), key))
-            if old_value != getattr(self.cfg.model, key):
-                raise ConfigError(f"{path}: model.{key} cannot change on resume (checkpoint "
-                                  f"{old_value!r}, config {getattr(self.cfg.model, key)!r}): the "
-                                  "run's weights come from its checkpoint")
+        old_weights = ckpt["config"].get("model", {}).get("encoder_weights")
+        if old_weights != self.cfg.model.encoder_weights:  # it only initialises a new run
+            raise ConfigError(f"{path}: model.encoder_weights cannot change on resume (checkpoint "
+                              f"{old_weights!r}, config {self.cfg.model.encoder_weights!r}): the "
+                              "run's weights come from its checkpoint")
         try:
             old_loss = from_dict(type(self.cfg.loss), ckpt["config"].get("loss", {}), "loss")
         except ConfigError as exc:
@@ -396,25 +369,10 @@ class Trainer:
                 records[rec["epoch"]] = rec
         return [records[e] for e in sorted(records)]
 
-    def _reconcile(self, last: Path, ckpt: dict[str, Any]) -> None:
+    def _reconcile(self) -> None:
         """Bring metrics.jsonl and best.pt in line with last.pt (the protocol's recovery step)."""
         self._write_metrics()
-        if self.best_epoch is None:
-            return
-        best = self.run_dir / "best.pt"
-        try:
-            best_epoch_on_disk = int(load_checkpoint(best)["epoch"]) if best.is_file() else None
-        except CheckpointError as exc:
-            log.warning("%s", exc)
-            best_epoch_on_disk = None
-        if best_epoch_on_disk == self.best_epoch:
-            return
-        at_best = int(ckpt["epoch"]) == self.best_epoch and not ckpt.get("partial")
-        if not at_best:
-            raise CheckpointError(f"{best}: holds epoch {best_epoch_on_disk} but the run's best is "
-                                  f"epoch {self.best_epoch}, which {last} no longer holds")
-        copy_checkpoint(last, best)
-        log.info("restored %s from %s (epoch %d, the run's best)", best, last, self.best_epoch)
+        reconcile_best(self.run_dir, self.best_epoch)
 
     def _write_metrics(self) -> None:
         text = "".join(json.dumps(r, default=float) + "\n" for r in self.history)
@@ -515,8 +473,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             if self.encoder_report is not None:
                 write_text_atomic(self.run_dir / "encoder_weights.json", json.dumps(
-                    {"path": self.encoder_weights_path, "source": self.pretrained,
-                     **self.encoder_report}, indent=1))
+                    {"path": cfg.model.encoder_weights, **self.encoder_report}, indent=1))
             if cfg.train.tensorboard:  # events a kill left past the resumed step are hidden
                 self.tb = TensorBoardLog(self.run_dir, purge_step=self.step + 1)
         try:
@@ -632,17 +589,6 @@ class Trainer:
 def _plain(obj: Any) -> Any:
     """JSON-plain copy (numpy scalars -> float): what metrics.jsonl holds and weights_only loads."""
     return json.loads(json.dumps(obj, default=float))
-
-
-def _best_of(history: list[dict[str, Any]], fallback: float) -> tuple[float, int | None]:
-    """(best score, its epoch) re-derived from the committed records: the first epoch with the
-    highest score, as the loop's strict `>` picks it."""
-    best, best_epoch = -math.inf, None
-    for rec in history:
-        s = score(rec.get("val", {}))
-        if s > best:
-            best, best_epoch = s, int(rec["epoch"])
-    return (best, best_epoch) if best_epoch is not None else (fallback, None)
 
 
 def summarize(metrics: dict[str, dict[str, Any]]) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 from mtl_perception.core.artifact import load_artifact, read_metadata
 from mtl_perception.core.device import resolve_device
 from mtl_training.apps.command import Command, UserError, config_from_args
-from mtl_training.checkpoint import load_checkpoint, model_from_checkpoint
+from mtl_training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from mtl_training.config import ExperimentConfig, apply_override
 from mtl_training.data.sources import SPLITS
 from mtl_training.data.sources.synthetic import write_synthetic_folder
@@ -115,7 +115,7 @@ def _load_any_model(path: Path, device: torch.device) -> nn.Module:
     """The network of an exported artifact, or of a run directory's / checkpoint file's weights."""
     if path.suffix == ".safetensors":
         return load_artifact(path, device).model
-    ckpt_path = path / "best.pt" if path.is_dir() else path
+    ckpt_path = resolve_checkpoint(path)  # a run's best.pt, reconciled with its last.pt
     if not ckpt_path.is_file():
         raise UserError(f"no checkpoint at {ckpt_path}")
     return model_from_checkpoint(ckpt_path, device)[0]

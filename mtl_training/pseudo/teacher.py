@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtl_training.checkpoint import CheckpointError, model_from_checkpoint
+from mtl_training.checkpoint import CheckpointError, model_from_checkpoint, resolve_checkpoint
 from mtl_training.pseudo import PseudoLabelError
 
 
@@ -54,9 +54,12 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def load_teacher(path: str | Path, checkpoint: str = "best",
                  device: torch.device | str = "cpu") -> LoadedTeacher:
-    """The teacher of a run directory (`<dir>/<checkpoint>.pt`) or a checkpoint file, frozen."""
-    path = Path(path)
-    ckpt_path = path / f"{checkpoint}.pt" if path.is_dir() else path
+    """The teacher of a run directory (`<dir>/<checkpoint>.pt`, its best reconciled with last.pt
+    as `--resume` does) or a checkpoint file, frozen."""
+    try:
+        ckpt_path = resolve_checkpoint(path, checkpoint)
+    except CheckpointError as exc:
+        raise PseudoLabelError(str(exc)) from exc
     if not ckpt_path.is_file():
         raise PseudoLabelError(f"no teacher checkpoint at {ckpt_path} (train one with "
                                "`mtl-train train --stage teacher`)")

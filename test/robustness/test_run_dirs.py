@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtl_perception.core.artifact import ArtifactError
+from mtl_perception.core.artifact import ArtifactError, read_metadata
 from mtl_training import trainer as trainer_module
 from mtl_training.apps.train_cli import main
 from mtl_training.checkpoint import CheckpointError, RunDirError, load_checkpoint
 from mtl_training.config import ConfigError, ExperimentConfig, load_config
 from mtl_training.export import export_run
 from mtl_training.pseudo import PseudoLabelError
-from mtl_training.pseudo.teacher import load_teacher
+from mtl_training.pseudo.teacher import file_sha256, load_teacher
 from mtl_training.trainer import Trainer, score, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -299,6 +299,81 @@ def test_a_stale_best_pt_is_restored_from_last_pt(tmp_path, finished_run):
     assert trainer.resume()
     assert load_checkpoint(run / "best.pt")["epoch"] == 2
     assert [r["epoch"] for r in _records(run)] == [1, 2]
+
+
+def _killed_before_best(tmp_path: Path, monkeypatch, run: str, **model: object) -> Path:
+    """A real 3-epoch run stopped right after epoch 3's commit (last.pt) and before its best.pt:
+    validation is made to improve every epoch, so best.pt holds epoch 2 while last.pt records
+    epoch 3 as the best (what a kill -9 between the protocol's writes (1) and (2) leaves)."""
+    real, calls = trainer_module.evaluate, {"n": 0}
+
+    def improving(*args, **kwargs):
+        metrics, kept = real(*args, **kwargs)
+        calls["n"] += 1
+        metrics["seg"]["miou"] = 0.1 * calls["n"]
+        return metrics, kept
+
+    cfg = _cfg(tmp_path, run, epochs=3)
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    with monkeypatch.context() as m:
+        m.setattr(trainer_module, "evaluate", improving)
+        _stop_after(m, "save_checkpoint", "last.pt", 3)
+        with pytest.raises(Killed):
+            train(cfg)
+    run_dir = tmp_path / run
+    last = load_checkpoint(run_dir / "last.pt")
+    assert (last["epoch"], last["best_epoch"]) == (3, 3)
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == 2  # stale
+    return run_dir
+
+
+def test_export_evaluate_and_teacher_use_the_runs_best_after_a_kill_before_best_pt(
+        tmp_path, monkeypatch, capsys):
+    """Not only --resume: every reader of best.pt reconciles the run directory first."""
+    run = _killed_before_best(tmp_path, monkeypatch, "run")
+    stale = tmp_path / "stale.pt"
+    os.link(run / "best.pt", stale)  # epoch 2's weights, to tell the two apart
+    conf = str(_yaml(tmp_path / "c.yaml"))
+    scores = {}
+    for name, model in (("run", run), ("last", run / "last.pt"), ("stale", stale)):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", str(model), "--config", conf, "--json", str(out)]) == 0
+        scores[name] = json.loads(out.read_text())
+    assert scores["run"] == scores["last"] != scores["stale"]  # evaluate scored epoch 3
+    assert load_checkpoint(run / "best.pt")["epoch"] == 3  # restored, as resume restores it
+    capsys.readouterr()
+
+    run = _killed_before_best(tmp_path, monkeypatch, "run2")  # export alone, from the kill state
+    art = tmp_path / "a.safetensors"
+    assert main(["export", str(run), "--out", str(art)]) == 0, capsys.readouterr().err
+    assert read_metadata(art).training["epoch"] == 3
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == 3 and best["best"] == pytest.approx(0.3)
+
+    teacher = _killed_before_best(tmp_path, monkeypatch, "teacher", arch="teacher",
+                                  aux_input="depth")
+    loaded = load_teacher(teacher)  # what `mtl-train pseudo-label --teacher DIR` reads
+    assert load_checkpoint(loaded.path)["epoch"] == 3
+    assert loaded.sha256 == file_sha256(teacher / "last.pt")
+
+
+def test_a_best_pt_the_run_can_no_longer_restore_is_one_line_for_every_reader(tmp_path,
+                                                                              finished_run):
+    """best.pt older than the recorded best while last.pt has moved past it: no reader may ship
+    the stale file, and none can repair it."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    last = load_checkpoint(run / "last.pt")
+    last["history"][0]["val"]["seg"]["miou"] = 2.0  # epoch 1 the best, best.pt gone
+    last["history"][1]["val"]["seg"]["miou"] = -1.0
+    last["best"], last["best_epoch"] = 2.0, 1
+    _replace(run / "last.pt", ckpt=last)
+    (run / "best.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"best\.pt") as err:
+        export_run(run, tmp_path / "a.safetensors")
+    assert "\n" not in str(err.value) and "epoch 1" in str(err.value)
+    with pytest.raises(PseudoLabelError, match=r"best\.pt"):
+        load_teacher(run)
 
 
 def test_mid_epoch_checkpoint_resumes_where_it_stopped_and_matches_a_straight_run(tmp_path,
