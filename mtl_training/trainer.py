@@ -25,9 +25,9 @@ Run directory protocol (what a kill -9 at any instant leaves consistent):
   since the last save and the resumed run matches an uninterrupted one. If the training split's
   length changed, the interrupted epoch restarts from its beginning instead.
 - Resume refuses a different architecture (model.* spec, loss.xtc / xtc_channels / weighting /
-  gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights (it only
-  initialises a new run) and train.epochs / max_steps below what the run already did; every
-  other `--set` is applied for real: train.lr, weight_decay and
+  gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights / pretrained /
+  aux_pretrained (they only initialise a new run) and train.epochs / max_steps below what the run
+  already did; every other `--set` is applied for real: train.lr, weight_decay and
   lr_step_epochs are written into the loaded optimiser/scheduler, data.* and the rest are read
   from the config as training goes.
 
@@ -62,6 +62,7 @@ from tqdm import tqdm
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.device import resolve_device
 from mtl_perception.core.fileio import write_text_atomic
+from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_perception.core.models.registry import build_model
 from mtl_perception.core.models.transfer import TaskTransfer
 from mtl_training import distributed
@@ -78,12 +79,18 @@ from mtl_training.checkpoint import (
     save_checkpoint,
     score,
 )
-from mtl_training.config import ConfigError, ExperimentConfig, from_dict, save_config
+from mtl_training.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    from_dict,
+    save_config,
+)
 from mtl_training.data import build_datasets, check_depth_range
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
-from mtl_training.pretrained import load_pretrained_encoder
+from mtl_training.pretrained import initialise_encoders
 from mtl_training.report import montage, save_rgb_png
 from mtl_training.tblog import TB_DIR, TensorBoardLog
 from mtl_training.weighting import build_weighting
@@ -172,7 +179,13 @@ class Trainer:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
-        self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo)
+        stats = encoder_input_stats(cfg.model.encoder)  # the normalisation its encoder expects
+        self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo, stats=stats)
+        for split in (self.train_set, self.val_set):
+            if getattr(split, "stats", stats) != stats:
+                raise ConfigError(f"model.encoder {cfg.model.encoder} expects inputs normalised "
+                                  f"with {stats}, the datasets given use {split.stats}: build "
+                                  "them with stats=encoder_input_stats(model.encoder)")
         self.info: DatasetInfo = self.train_set.info
         if cfg.model.num_classes != len(self.info.classes):
             raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but dataset "
@@ -182,10 +195,15 @@ class Trainer:
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
                                        cfg.data.min_epoch_frames)
-        # missing/unexpected keys of model.encoder_weights; a resumed run takes its checkpoint's
+        # missing/unexpected keys of model.encoder_weights / model.pretrained, and where the
+        # initial weights came from; a resumed run takes its checkpoint's
         self.encoder_report: dict[str, list[str]] | None = None
-        if cfg.model.encoder_weights and load_pretrained:
-            self.encoder_report = load_pretrained_encoder(self.model, cfg.model.encoder_weights)
+        self.pretrained: str | None = None
+        self.encoder_weights_path: str | None = None
+        init = initialise_encoders(self.model, cfg.model) if load_pretrained else None
+        if init is not None:
+            self.encoder_report, self.pretrained = init.report, init.source
+            self.encoder_weights_path = init.path
         tasks = list(getattr(self.model, "tasks", cfg.model.tasks))
         # task-transfer nets (METHOD.md B): trained with the student, checkpointed, never exported
         self.transfer: TaskTransfer | None = self._build_transfer(tasks)
@@ -265,6 +283,7 @@ class Trainer:
             "partial": self.partial,
             "config": self.cfg.to_dict(),
             "info": asdict(self.info),
+            "pretrained": self.pretrained,  # provenance of the initial weights (artifact metadata)
             "metrics": _plain(metrics),
         }
 
@@ -294,6 +313,7 @@ class Trainer:
             raise CheckpointError(f"{path}: state does not fit this run "
                                   f"({first_sentence(exc)})") from exc
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.pretrained = ckpt.get("pretrained")
         self.history = ckpt.get("history") or self._history_from_metrics_file(self.epoch)
         self.best, self.best_epoch = best_of(self.history, float(ckpt["best"]))
         self.partial = ckpt.get("partial")
@@ -317,11 +337,12 @@ class Trainer:
             raise ConfigError(f"{path}: cannot resume with a different architecture (model.{k}: "
                               f"checkpoint {old.get(k)!r}, config {new[k]!r}); keep the run's "
                               "model settings, or start anew with --overwrite or another --out")
-        old_weights = ckpt["config"].get("model", {}).get("encoder_weights")
-        if old_weights != self.cfg.model.encoder_weights:  # it only initialises a new run
-            raise ConfigError(f"{path}: model.encoder_weights cannot change on resume (checkpoint "
-                              f"{old_weights!r}, config {self.cfg.model.encoder_weights!r}): the "
-                              "run's weights come from its checkpoint")
+        for key in ("encoder_weights", "pretrained", "aux_pretrained"):  # they only initialise
+            old_value = ckpt["config"].get("model", {}).get(key, getattr(ModelConfig(), key))
+            if old_value != getattr(self.cfg.model, key):
+                raise ConfigError(f"{path}: model.{key} cannot change on resume (checkpoint "
+                                  f"{old_value!r}, config {getattr(self.cfg.model, key)!r}): the "
+                                  "run's weights come from its checkpoint")
         try:
             old_loss = from_dict(type(self.cfg.loss), ckpt["config"].get("loss", {}), "loss")
         except ConfigError as exc:
@@ -473,7 +494,8 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             if self.encoder_report is not None:
                 write_text_atomic(self.run_dir / "encoder_weights.json", json.dumps(
-                    {"path": cfg.model.encoder_weights, **self.encoder_report}, indent=1))
+                    {"path": self.encoder_weights_path, "source": self.pretrained,
+                     **self.encoder_report}, indent=1))
             if cfg.train.tensorboard:  # events a kill left past the resumed step are hidden
                 self.tb = TensorBoardLog(self.run_dir, purge_step=self.step + 1)
         try:
