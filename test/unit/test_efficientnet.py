@@ -23,10 +23,14 @@ from mtl_perception.core.models.efficientnet import (
     LiteVariant,
 )
 from mtl_perception.core.models.registry import ModelSpec, build_model
-from mtl_training.config import ConfigError, ExperimentConfig, ModelConfig
+from mtl_training.config import ConfigError, ExperimentConfig, ModelConfig, PseudoLabelConfig
+from mtl_training.data import build_datasets
 from mtl_training.data.datasets import collate
+from mtl_training.data.transforms import make_sample
 from mtl_training.pretrained import packaged_imagenet_weights
-from mtl_training.trainer import Trainer
+from mtl_training.pseudo.run import run_pseudo_label
+from mtl_training.pseudo.teacher import load_teacher
+from mtl_training.trainer import Trainer, train
 
 LITES = list(LITE_VARIANTS)
 # tap widths at strides 2, 4, 8, 16, 32 (Lite2's width multiplier 1.1 rounds to multiples of 8)
@@ -218,3 +222,52 @@ def test_lite_teacher_spec_builds_with_both_decoders():
             out = t(torch.randn(1, 3, 32, 48), torch.rand(1, 1, 32, 48) * 5)
         assert out["seg"].shape == (1, 5, 32, 48)
         assert t.shared_parameters()  # GradNorm's layer exists for every encoder
+
+
+def test_resume_keeps_the_provenance_and_refuses_another_initialisation(tmp_path):
+    _packaged_state("efficientnet_lite0")
+    run = train(_tiny(tmp_path / "run"))
+    again = Trainer(_tiny(tmp_path / "run"), load_pretrained=False)
+    assert again.resume() and again.pretrained.startswith("efficientnet-lite0 ImageNet")
+    scratch = _tiny(tmp_path / "run")
+    scratch.model.pretrained = "none"
+    with pytest.raises(ConfigError, match=r"model\.pretrained cannot change on resume"):
+        Trainer(scratch).resume()
+    assert (run / "encoder_weights.json").is_file()
+
+
+def test_pseudo_labels_feed_a_lite_teacher_its_own_normalisation(tmp_path):
+    """The teacher's encoder decides how the pseudo-labelling pass normalises frames: what it
+    labels with is exactly its prediction on [-1, 1] inputs, not on ImageNet-normalised ones."""
+    torch.manual_seed(0)
+    cfg = ExperimentConfig()
+    d = cfg.data
+    d.train_frames, d.val_frames, d.seg_count = 4, 1, 1
+    d.render_height, d.render_width, d.height, d.width = 32, 48, 32, 48
+    cfg.model = ModelConfig(arch="teacher", encoder="efficientnet_lite0", decoder="refine",
+                            num_classes=7, decoder_channels=8, decoder_convs=1)
+    model = build_model(cfg.model.spec())
+    with torch.no_grad():  # move BN running stats off their defaults so eval() matters
+        model.train()(torch.randn(2, 3, 32, 48), torch.rand(2, 1, 32, 48) * 5)
+        model.decoder.heads["seg"].out.weight.mul_(300.0)  # a decided (not uniform) teacher
+    (tmp_path / "teacher").mkdir()
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "info": {}},
+               tmp_path / "teacher" / "best.pt")
+    teacher = load_teacher(tmp_path / "teacher")
+    lite = encoder_input_stats("efficientnet_lite0")
+    train_set, _ = build_datasets(cfg.data, stats=lite)
+    cache: dict = {}
+    run_pseudo_label(teacher, train_set, tmp_path / "pseudo", PseudoLabelConfig(batch_size=2),
+                     progress=False, cache=cache)
+    assert cache
+    index, (_, (conf, _)) = next(iter(cache.items()))
+    raw = train_set.source.frame(index)
+
+    def confidence(stats) -> np.ndarray:
+        s = make_sample(raw.rgb, raw.depth, None, (32, 48), stats=stats)
+        with torch.no_grad():
+            logits = teacher.model(s["image"][None], s["depth"][None])["seg"][0]
+        return torch.softmax(logits, 0).amax(0).numpy()
+
+    np.testing.assert_allclose(conf, confidence(lite), atol=1e-5)
+    assert np.abs(conf - confidence(IMAGENET_STATS)).max() > 1e-2
