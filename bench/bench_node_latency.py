@@ -140,16 +140,23 @@ def _echo_floor(imgs: list[np.ndarray], work: Path) -> dict[str, Any]:
 
 
 def _measure(backend: str, model: Path, work: Path, imgs: list[np.ndarray],
-             ns: str, n_frames: int) -> dict[str, Any]:
-    """One backend: bare Predictor frames alternating with node frames, then a 30 Hz stream."""
+             ns: str, n_frames: int, threads: int = THREADS,
+             outputs: tuple[str, ...] = ("semantic", "depth")) -> dict[str, Any]:
+    """One backend: bare Predictor frames alternating with node frames, then a 30 Hz stream.
+
+    `outputs` are the node topics subscribed to (and waited for); the bare Predictor computes
+    what they need and no more (bench_models asks for semantic + semantic_color + depth).
+    """
     from mtl_perception.ros.client import NodeDiagnostics, PerceptionClient
+    from mtl_perception.ros.pipeline import needed_predictions
     from mtl_perception.ros.process import start_node, stop_node
     from mtl_perception.runtime.predictor import Predictor
 
-    predictor = Predictor(model, device="cpu", num_threads=THREADS, backend=backend)
+    want = needed_predictions(dict.fromkeys(outputs, True))
+    predictor = Predictor(model, device="cpu", num_threads=threads, backend=backend)
     predictor.warmup(5)
     log = work / f"node{ns.replace('/', '_')}.log"
-    proc = start_node(model, params={"device": "cpu", "num_threads": THREADS,
+    proc = start_node(model, params={"device": "cpu", "num_threads": threads,
                                      "warmup_runs": 5, "backend": backend},
                       params_file=REPO / "config" / "perception.yaml",
                       remaps={"__ns": ns, "image": f"{ns}/camera/image_raw",
@@ -159,7 +166,7 @@ def _measure(backend: str, model: Path, work: Path, imgs: list[np.ndarray],
     try:
         with PerceptionClient(node_name=f"{ns}/mtl_perception",
                               image_topic=f"{ns}/camera/image_raw",
-                              outputs=("semantic", "depth"), queue_depth=1) as client:
+                              outputs=outputs, queue_depth=1) as client:
             diag = NodeDiagnostics(client, f"{ns}/mtl_perception")
             client.wait_until_connected(timeout=120)
             stamp = 1_000_000_000
@@ -170,7 +177,7 @@ def _measure(backend: str, model: Path, work: Path, imgs: list[np.ndarray],
             diag_start = len(diag.snapshot())
             for i in range(n_frames):  # alternate: one bare frame, one node frame
                 img = imgs[i % len(imgs)]
-                pred = predictor.predict(img)
+                pred = predictor.predict(img, want=want)
                 bare_total.append(sum(pred.timings.values()))
                 bare_forward.append(pred.timings["forward"])
                 stamp += 1_000_000
@@ -206,7 +213,7 @@ def _measure(backend: str, model: Path, work: Path, imgs: list[np.ndarray],
             time.sleep(1.0)
             with client.lock:
                 answered = [s for s, rec in client.frames.items()
-                            if s >= first and "semantic" in rec.outputs and "depth" in rec.outputs]
+                            if s >= first and all(o in rec.outputs for o in outputs)]
             stream = {"sent": n_sent, "answered": len(answered),
                       "input_hz": n_sent / (time.perf_counter() - 1.0 - t0),
                       "output_hz": len(answered) / STREAM_SECONDS}

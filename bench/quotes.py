@@ -6,6 +6,7 @@ A doc quotes a benchmark by enclosing its section body between two markers:
     ...generated: the title, the table and the notes of bench/results/node_latency.json...
     <!-- /bench:node_latency -->
 
+`<!-- bench:NAME table -->` quotes the table alone (a front page that links to the notes).
 `python -m bench` rewrites every such block after a run (`sync`); `check` (run by
 test/unit/test_bench_quotes.py) fails when a block differs from what the committed JSON gives,
 so a README table is always the committed run's, number for number.
@@ -23,21 +24,28 @@ REPO = Path(__file__).resolve().parents[1]
 # every page a user reads: a block on a new docs page is checked without registering it here
 QUOTING_DOCS = ("README.md", *sorted(p.relative_to(REPO).as_posix()
                                      for p in (REPO / "docs").rglob("*.md")))
-_BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)"
+_BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z0-9_]+)(?P<part> table)? -->\n)(?P<body>.*?)"
                     r"(<!-- /bench:(?P=name) -->)", re.DOTALL)
 
 
-def body(name: str, results_dir: Path = DEFAULT_RESULTS) -> str:
-    """What a quote of benchmark `name` holds: its results section without the `## name` line."""
+def body(name: str, results_dir: Path = DEFAULT_RESULTS, table_only: bool = False) -> str:
+    """What a quote of benchmark `name` holds: its results section without the `## name` line
+    (`table_only`: the markdown table alone)."""
     path = results_dir / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: quoted in the docs but not committed")
-    return section(name, json.loads(path.read_text())).split("\n", 2)[2]
+    result = json.loads(path.read_text())
+    if table_only:
+        return section(name, {"table": result.get("table")}).split("\n", 2)[2]
+    return section(name, result).split("\n", 2)[2]
+
+
+def _quote(m: re.Match[str], results_dir: Path) -> str:
+    return body(m.group("name"), results_dir, table_only=bool(m.group("part")))
 
 
 def _rewrite(text: str, results_dir: Path) -> str:
-    return _BLOCK.sub(lambda m: m.group(1) + body(m.group("name"), results_dir) + m.group(4),
-                      text)
+    return _BLOCK.sub(lambda m: m.group(1) + _quote(m, results_dir) + m.group(5), text)
 
 
 def _docs(docs: tuple[str, ...]) -> list[tuple[str, Path, str]]:
@@ -64,7 +72,7 @@ def check(results_dir: Path = DEFAULT_RESULTS, docs: tuple[str, ...] = QUOTING_D
     for rel, _, text in _docs(docs):
         for m in _BLOCK.finditer(text):
             try:
-                want = body(m.group("name"), results_dir)
+                want = _quote(m, results_dir)
             except FileNotFoundError as exc:
                 problems.append(f"{rel}: {exc}")
                 continue
