@@ -104,6 +104,10 @@ class ArtifactMeta:
         if len(classes) != spec.num_classes:
             raise ValueError(f"classes lists {len(classes)} names for "
                              f"architecture.num_classes {spec.num_classes}")
+        for i, name in enumerate(classes):
+            if len(name) > MAX_CLASS_NAME_CHARS:
+                raise ValueError(f"classes[{i}] is {len(name)} characters long (limit "
+                                 f"{MAX_CLASS_NAME_CHARS})")
         palette = meta["palette"]
         if not isinstance(palette, list) or not all(
                 isinstance(c, list) and all(isinstance(v, int) and not isinstance(v, bool)
@@ -146,6 +150,10 @@ MAX_INPUT_SIDE = 4096
 MAX_INPUT_PIXELS = 2048 * 2048
 MAX_LOGIT_BYTES = 2 << 30  # num_classes x input pixels x float32
 MAX_WEIGHT_BYTES = 1 << 30  # all tensors of the file, as float32
+# Metadata is a few kB (classes, palette, provenance): these bounds keep a hostile file from
+# parking megabytes in every diagnostics message, log line and ONNX export that repeats it.
+MAX_CLASS_NAME_CHARS = 256
+MAX_METADATA_BYTES = 1 << 20  # the JSON text of the METADATA_KEY entry
 
 
 def _preprocess(inp: Any) -> PreprocessSpec:
@@ -223,6 +231,10 @@ def _parse_meta(path: Path, props: dict[str, str], how_to_export: str) -> Artifa
     if METADATA_KEY not in props:
         raise ArtifactError(f"{path}: no '{METADATA_KEY}' metadata; export it with "
                             f"{how_to_export}")
+    size = len(props[METADATA_KEY].encode())
+    if size > MAX_METADATA_BYTES:
+        raise ArtifactError(f"{path}: '{METADATA_KEY}' metadata is {size / 2**20:.1f} MiB "
+                            f"(limit {MAX_METADATA_BYTES >> 20} MiB)")
     try:
         raw = json.loads(props[METADATA_KEY])
     except (json.JSONDecodeError, RecursionError) as exc:

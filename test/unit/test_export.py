@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from mtl_perception.core.artifact import (
     load_artifact,
     read_metadata,
 )
+from mtl_perception.core.fileio import write_json_atomic
 from mtl_perception.core.models.registry import ModelSpec, build_model
 
 
@@ -143,3 +146,18 @@ def test_palette_values_are_checked(tmp_path):
     _rewrite_meta(path, meta)
     with pytest.raises(ArtifactError, match=r"palette\[0\]"):
         read_metadata(path)
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_exported_file_is_readable_as_a_plain_file_create_would_make_it(tmp_path, umask, mode):
+    """safetensors creates its file 0600: a node running as another user could not read the
+    export. The artifact gets 0666 less the umask, like any file the user creates."""
+    old = os.umask(umask)
+    try:
+        path = make_tiny_artifact(tmp_path / "a.safetensors")
+        json_path = tmp_path / "b.json"
+        write_json_atomic(json_path, {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert stat.S_IMODE(json_path.stat().st_mode) == mode
