@@ -75,8 +75,10 @@ def frame_indices() -> Rule:
 
 
 # Sizes in pixels: 8 is the smallest input the encoders still reduce to one cell; 4096 keeps a
-# typo (96 -> 9600) from allocating tens of GB per batch. Multiples of 32 are not required.
+# typo (96 -> 9600) from allocating tens of GB per batch. Multiples of 32 are not required, but
+# other sizes are warned about (stride_warnings).
 MIN_SIDE, MAX_SIDE = 8, 4096
+ENCODER_STRIDE = 32  # every encoder's deepest features are 1/32 of the input
 SEED = ints(0, 2**32 - 1)  # numpy's generators refuse negative seeds and seeds >= 2**32
 DEVICE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
               "auto, cpu, cuda or cuda:N")
@@ -359,6 +361,36 @@ RULES: dict[type, dict[str, Rule]] = {
         "val_every": ints(0),
     },
 }
+
+
+def stride_warnings(data: DataConfig) -> list[str]:
+    """One line per side of data.height x data.width that is no multiple of ENCODER_STRIDE.
+
+    Such a side trains and exports (the decoders interpolate to each skip's exact size), so it
+    is not refused; but every stride-2 stage rounds an odd size up, the coarse maps then cover
+    padding past the edge, and upsampling them to their skip's size stretches them by a
+    non-integer factor: toward the bottom (right) edge the deep features drift up to half a
+    coarse cell from the skips they are concatenated with, and edges there blur. Said once, by
+    the Trainer, with the nearest sizes that line up exactly.
+    """
+    lines = []
+    for side, unit, edge in (("height", "rows", "bottom"), ("width", "columns", "right")):
+        value = getattr(data, side)
+        if value % ENCODER_STRIDE == 0:
+            continue
+        sizes, n = [], value
+        while len(sizes) < 5:  # the five stride-2 stages: 2, 4, 8, 16, 32
+            n = (n + 1) // 2
+            sizes.append(n)
+        low = value // ENCODER_STRIDE * ENCODER_STRIDE
+        aligned = [str(v) for v in (low, low + ENCODER_STRIDE) if v >= MIN_SIDE]
+        lines.append(f"data.{side}: {value} is not a multiple of {ENCODER_STRIDE} (the encoders' "
+                     f"output stride): its feature maps round up to "
+                     f"{', '.join(map(str, sizes))} {unit}, so the decoder's upsampled features "
+                     f"drift up to half a cell from their skips toward the {edge} edge, where "
+                     f"edges blur; {' or '.join(aligned)} line{'s' if len(aligned) == 1 else ''} "
+                     "up exactly")
+    return lines
 
 
 def check_rule(obj: Any, name: str, key: str) -> None:

@@ -85,6 +85,7 @@ from mtl_training.config import (
     ModelConfig,
     from_dict,
     save_config,
+    stride_warnings,
 )
 from mtl_training.data import build_datasets, check_depth_range
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
@@ -176,6 +177,9 @@ class Trainer:
         self.dist = distributed.current()
         self.device = distributed.rank_device(self.dist, train_device(cfg))
         self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
+        if self.dist.is_main:
+            for line in stride_warnings(cfg.data):
+                log.warning("%s", line)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
@@ -643,8 +647,14 @@ def train(cfg: ExperimentConfig, resume: bool = False, pseudo: Any = None,
 
 
 def train_device(cfg: ExperimentConfig) -> torch.device:
-    """train.device resolved (auto -> cuda if present); a missing GPU is one line at start."""
+    """train.device resolved (auto -> cuda if present); a missing GPU is one line at start, and
+    so is train.amp fp16 without one (its loss scaler and its speed are CUDA's; `auto` is off
+    on CPU, bf16 autocast runs there)."""
     try:
-        return resolve_device(cfg.train.device)
+        device = resolve_device(cfg.train.device)
     except ValueError as exc:
         raise ConfigError(f"train.device: {exc}") from exc
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.amp: fp16 needs a CUDA device, train.device resolves to "
+                          f"{device.type} here (use auto, off or bf16)")
+    return device

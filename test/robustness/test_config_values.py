@@ -237,3 +237,41 @@ def test_a_config_built_in_python_is_checked_by_the_trainer(tmp_path):
     cfg.train.epochs = -1  # never went through load_config
     with pytest.raises(ConfigError, match=r"train\.epochs"):
         Trainer(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_fp16_without_cuda_is_one_line_at_start(tmp_path, capsys):
+    """fp16 autocast is a CUDA feature here (its loss scaler, its speed): on a CPU-only machine it
+    is refused before anything is built, naming train.amp; `auto` stays fine (no autocast)."""
+    cfg = _tiny(tmp_path)
+    cfg.train.amp = "fp16"
+    with pytest.raises(ConfigError, match=r"train\.amp") as err:
+        Trainer(cfg)
+    assert "fp16" in _one_line(err.value) and "cpu" in str(err.value)
+    rc = main(["train", "--out", str(tmp_path / "run"), "--set", "train.amp=fp16",
+               "--set", "data.train_frames=4", "--set", "data.val_frames=1"])
+    err_line = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err_line.splitlines()) == 1 and "train.amp" in err_line
+    assert not (tmp_path / "run").exists()
+    cfg.train.amp = "auto"
+    assert Trainer(cfg).amp_dtype is None
+
+
+@pytest.mark.parametrize(("side", "value", "aligned"), [("height", 50, "32 or 64"),
+                                                         ("width", 100, "96 or 128")])
+def test_a_side_off_the_encoder_stride_warns_once_with_the_consequence(tmp_path, caplog, side,
+                                                                       value, aligned):
+    """A side that is no multiple of 32 (the encoders' output stride) trains and exports (the
+    decoder interpolates to each skip's size), but its skips no longer line up: one warning
+    that says so and names the aligned sizes; an aligned size says nothing."""
+    cfg = _tiny(tmp_path)
+    cfg.data.height, cfg.data.width = 64, 64
+    with caplog.at_level("WARNING"):
+        Trainer(cfg)
+    assert not [r for r in caplog.records if "multiple of 32" in r.getMessage()]
+    setattr(cfg.data, side, value)
+    with caplog.at_level("WARNING"):
+        Trainer(cfg)
+    lines = [r.getMessage() for r in caplog.records if "multiple of 32" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0].startswith(f"data.{side}: {value} ") and aligned in lines[0]
