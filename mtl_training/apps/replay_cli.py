@@ -53,6 +53,7 @@ def replay_bag(bag: str | Path, model: str | Path, report_dir: str | Path,
         "latency_ms": r.latency_ms,
         "throughput_fps": r.throughput_fps,
         "metrics": {"depth": r.depth_metrics, "seg": r.seg_metrics},
+        "not_scored": not_scored(meta.architecture.tasks, bag_report.topics, r.frames),
         "bag_report": bag_report.to_dict(),  # counts, stamp problems, undecodable messages
         "node_exit_code": r.node_exit_code,
         "result_bag": str(opts.result_bag) if opts.result_bag else None,
@@ -60,6 +61,26 @@ def replay_bag(bag: str | Path, model: str | Path, report_dir: str | Path,
     (report_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (report_dir / "report.md").write_text(format_replay_report(report))
     return report
+
+
+def not_scored(tasks: tuple[str, ...] | list[str], topics: dict[str, str | None],
+               frames: dict[str, int]) -> dict[str, str]:
+    """task -> why it got no score, for each task that got none (the report says it, instead of
+    leaving the section out: replay_eval.launch.py without config:= once scored no segmentation
+    and nothing said why)."""
+    out = {}
+    if "seg" not in tasks:
+        out["seg"] = "the model has no segmentation head"
+    elif not topics.get("label"):
+        out["seg"] = ("no label topic given: pass --config FILE with bag.label_topic "
+                      "(replay_eval.launch.py: config:=FILE)")
+    elif not frames.get("scored_seg"):
+        out["seg"] = f"no answered frame had a label on {topics['label']}"
+    if "depth" not in tasks:
+        out["depth"] = "the model has no depth head"
+    elif not frames.get("scored_depth"):
+        out["depth"] = f"no answered frame had registered depth from {topics.get('depth')}"
+    return out
 
 
 def format_replay_report(r: dict[str, Any]) -> str:
@@ -73,12 +94,17 @@ def format_replay_report(r: dict[str, Any]) -> str:
              "## Frames and timing", "",
              markdown_table([{**f, "throughput_fps": r["throughput_fps"]}], floatfmt=".2f"), "",
              markdown_table([{f"latency_{k}_ms": v for k, v in lat.items()}], floatfmt=".1f"), ""]
+    why = r.get("not_scored") or {}
     if r["metrics"]["depth"]:
         lines += ["## Depth (vs the bag's registered depth)", "",
                   markdown_table([r["metrics"]["depth"]]), ""]
+    elif "depth" in why:
+        lines += ["## Depth", "", f"Not scored: {why['depth']}.", ""]
     if r["metrics"]["seg"]:
         seg = {k: v for k, v in r["metrics"]["seg"].items() if k != "per_class_iou"}
         lines += ["## Segmentation (vs the bag's label topic)", "", markdown_table([seg]), ""]
+    elif "seg" in why:
+        lines += ["## Segmentation", "", f"Not scored: {why['seg']}.", ""]
     problems = r["bag_report"].get("problems") or []
     if problems:
         lines += ["## Bad data", "", *[f"- {p}" for p in problems], ""]
@@ -101,6 +127,7 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     if s:
         out.append(f"seg ({f['scored_seg']} frames): mIoU {s['miou']:.3f}, "
                    f"pixel acc {s['pixel_acc']:.3f}")
+    out += [f"{task}: not scored ({why})" for task, why in (r.get("not_scored") or {}).items()]
     out += [f"bag: {p}" for p in r["bag_report"].get("problems") or []]
     return out
 

@@ -106,6 +106,26 @@ def test_replay_prints_bad_message_and_stamp_counts(tmp_path, tiny_artifact, cap
     assert r["bag_report"]["duplicate_stamps"] == {"colour": 1, "depth": 1}
 
 
+def test_replay_without_label_topic_says_why_segmentation_is_not_scored(tmp_path, tiny_artifact,
+                                                                      capsys):
+    """No bag.label_topic (replay_eval.launch.py without config:=): the report and the summary
+    say segmentation was not scored and what to pass, instead of leaving it out silently."""
+    bag = tmp_path / "nolabels"
+    write_synthetic_bag(bag, SynthBagSpec(frames=3, labels=True))
+    report_dir = tmp_path / "report"
+    rc = replay_main([str(bag), "--model", str(tiny_artifact), "--report", str(report_dir),
+                      "--rate", "max"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    md = (report_dir / "report.md").read_text()
+    assert "## Segmentation\n\nNot scored: no label topic given: pass --config FILE with " \
+           "bag.label_topic (replay_eval.launch.py: config:=FILE)." in md, md
+    assert "seg: not scored (no label topic given" in out.out
+    r = json.loads((report_dir / "report.json").read_text())
+    assert r["metrics"]["seg"] == {} and "label_topic" in r["not_scored"]["seg"]
+    assert r["metrics"]["depth"] and "depth" not in r["not_scored"]
+
+
 def test_replay_bad_inputs_fail_with_one_line(tmp_path, tiny_artifact, capsys):
     junk = tmp_path / "junk.mcap"
     junk.write_bytes(b"\x89MCAP0\r\n" + bytes(100))
