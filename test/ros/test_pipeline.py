@@ -11,7 +11,13 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, Image
 
 from mtl_perception.core.codecs import fill_image, image_to_array, pointcloud2_to_array
-from mtl_perception.ros.diagnostics import SkipCounter, Stats, diagnostic_array, take_window
+from mtl_perception.ros.diagnostics import (
+    RECENT_FRAMES,
+    SkipCounter,
+    Stats,
+    diagnostic_array,
+    take_window,
+)
 from mtl_perception.ros.pipeline import (
     FramePipeline,
     FrameRejected,
@@ -111,6 +117,27 @@ def test_diagnostics_window_counts_and_resets():
     assert level == DiagnosticStatus.OK and values["latency_mean_ms"] == "nan"
     arr = diagnostic_array("/robot/mtl_perception", "cpu", level, "ok", values, Time(sec=1))
     assert arr.status[0].name == "/robot/mtl_perception: perception"
+
+
+def test_diagnostics_level_judges_the_last_frames_not_the_last_second():
+    """All of the last frames dropped: ERROR, and it stays ERROR in windows without frames (it
+    read "ok" once the frames stopped); most dropped: WARN; a window of good frames: OK."""
+    stats = Stats(window_start=0.0)
+    for _ in range(RECENT_FRAMES):
+        stats.count_processed(0.01, {})
+    for _ in range(RECENT_FRAMES // 2 + 1):
+        stats.count_rejected("depth contains NaN/inf")
+    assert take_window(stats, 1.0, {})[0] == DiagnosticStatus.WARN
+    assert take_window(stats, 2.0, {})[0] == DiagnosticStatus.WARN  # no frames: still WARN
+    for _ in range(RECENT_FRAMES):
+        stats.count_error("RuntimeError: boom")
+    level, message, _ = take_window(stats, 3.0, {})
+    assert level == DiagnosticStatus.ERROR and "boom" in message
+    level, _, values = take_window(stats, 4.0, {})
+    assert level == DiagnosticStatus.ERROR and values["output_rate_hz"] == "0.00"
+    for _ in range(RECENT_FRAMES):
+        stats.count_processed(0.01, {})
+    assert take_window(stats, 5.0, {})[0] == DiagnosticStatus.OK
 
 
 def test_skip_counter_counts_sequence_gaps_per_publisher():
