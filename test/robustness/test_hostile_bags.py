@@ -279,6 +279,51 @@ def test_kill_9_during_extraction_loses_nothing(tmp_path, seed, kills):
     stamps = sorted(int(i.rsplit("_", 1)[1]) for i in ids)
     assert stamps == sorted(gt["stamps"]), "every paired frame exactly once"
     assert killed >= min(3, kills), f"only {killed} of {kills} runs were killed mid-extraction"
+    assert not list(out.glob(f".{INDEX}.*.tmp")), "an index temporary a kill left is still there"
     proc = _run_extract(bag, out)
     text, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and f"up to date ({frames} frames already extracted)" in text, err
+
+
+# -- depth that holds nothing, temporaries a kill leaves ------------------------------------------
+@pytest.mark.parametrize("fill", [float("nan"), float("-inf")])
+def test_a_depth_topic_without_one_valid_pixel_is_one_clear_line(tmp_path, capsys, fill):
+    """A broken depth sensor (every pixel NaN or -inf) still extracts its frames (colour and
+    labels are fine), but the report says in one line that the topic gave no depth at all."""
+    bag, _ = _write(tmp_path, "blind", frames=8, depth_encoding="32FC1", depth_fill=fill)
+    rc, out, err, _ = _extract(capsys, bag, tmp_path / "ds")
+    assert rc == 0, err
+    lines = [line for line in out.splitlines() if "no valid depth pixel" in line]
+    assert len(lines) == 1, out
+    assert DEPTH_TOPIC in lines[0] and "any of the 8 frames" in lines[0]
+    index = read_index(tmp_path / "ds")
+    assert index["bags"][next(iter(index["bags"]))]["no_valid_depth"] == 8
+
+
+def test_frames_without_valid_depth_are_counted_per_bag():
+    report = BagReport("b.mcap", topics={"depth": "/d"}, written=8, existing=2, no_valid_depth=3)
+    assert "3 of 8 frames written have no valid depth pixel on /d" in report.summary()
+    assert report.to_dict()["no_valid_depth"] == 3
+    assert not BagReport("b.mcap", written=8).problems()
+
+
+def test_a_rerun_removes_the_index_temporaries_a_kill_left(tmp_path, capsys):
+    """`.dataset.json.<pid>.tmp` of a killed extract goes on the next run; one of a live process
+    (another extract writing the index right now), and any other file, stay."""
+    bag, _ = _write(tmp_path, "b", frames=4)
+    out = tmp_path / "ds"
+    assert _extract(capsys, bag, out)[0] == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = out / f".dataset.json.{int(dead.stdout)}.tmp"
+    stale.write_text('{"format": "mtl-folder/2", "frames": [')  # cut short by the kill
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        busy = out / f".dataset.json.{live.pid}.tmp"
+        busy.write_text("{")
+        other = out / ".dataset.json.notes.tmp"
+        other.write_text("mine")
+        rc, text, err, _ = _extract(capsys, bag, out)
+        live.kill()
+    assert rc == 0 and "up to date" in text, err
+    assert not stale.exists() and busy.exists() and other.exists()
+

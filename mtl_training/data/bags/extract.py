@@ -18,6 +18,7 @@ checksums, the cheapest lossless file there is to write and to read back in trai
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections import deque
@@ -108,6 +109,7 @@ def extract(bags: list[Path], out: Path, cfg: BagConfig, max_depth: float = 10.0
             raise BagError(f"{out}: existing dataset cannot be extended ({exc})") from exc
         entries, sources = list(index["frames"]), dict(index.get("bags", {}))
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_index_temps(out)
     classes, palette = _classes(cfg)
     info = DatasetInfo(out.name, classes, palette, max_depth)
     reports, t0, written = [], time.perf_counter(), 0
@@ -156,6 +158,8 @@ def _extract_bag(bag: Path, out: Path, cfg: BagConfig, info: DatasetInfo,
         """A frame whose files are written: list it; rewrite the index now and then."""
         entries.append(entry)
         report.written += 1
+        if entry.get("depth") and not entry.get("depth_max"):  # max 0: not one valid pixel
+            report.no_valid_depth += 1
         state["written"] += 1
         state["since"] += 1
         bar.update()
@@ -203,7 +207,38 @@ def _source(bag: Path, signature: dict[str, int], settings: dict[str, Any], repo
             if report.written == 0 else report.registration,
             "extrinsic": report.extrinsic, "bad_messages": report.bad,
             "zero_stamps": report.zero_stamps, "duplicate_stamps": report.duplicate_stamps,
-            "stamp_source": report.stamp_source, "truncated": report.truncated}
+            "stamp_source": report.stamp_source, "truncated": report.truncated,
+            "no_valid_depth": (prev or {}).get("no_valid_depth", 0) + report.no_valid_depth}
+
+
+# atomic_path's temporary name for the index: `.dataset.json.<pid>.tmp`
+_INDEX_TMP = re.compile(rf"\.{re.escape(INDEX)}\.(\d+)\.tmp")
+
+
+def _remove_stale_index_temps(out: Path) -> None:
+    """Delete the index temporaries of processes that no longer run: what a kill during an index
+    rewrite leaves (atomic_path cleans up on any error, not on SIGKILL). A live process's
+    temporary is its rewrite in progress (another extract into this folder) and stays, as does
+    every file not named like one."""
+    for path in out.glob(f".{INDEX}.*.tmp"):
+        match = _INDEX_TMP.fullmatch(path.name)
+        if match and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0 checks without signalling)."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:  # no process has it (os.kill would signal a process group)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _sorted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

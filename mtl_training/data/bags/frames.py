@@ -73,6 +73,7 @@ class BagReport:
     extrinsic: list[list[float]] | None = None  # T_colour_depth [4, 4] used for registration
     depth_scale: float = REP118_SCALE
     up_to_date: bool = False
+    no_valid_depth: int = 0  # frames written whose depth has no valid pixel (all NaN/inf/0)
 
     def stream_error(self, reason: str) -> None:
         """Reading stopped early (a damaged file): what was read so far is kept."""
@@ -98,6 +99,15 @@ class BagReport:
             lines.append(f"skipped {n} undecodable message(s) on {topic}")
         if self.truncated:
             lines.append(f"bag truncated: reading stopped early ({self.truncated})")
+        if self.no_valid_depth:  # a broken sensor or registration: frames that teach no depth
+            topic = self.topics.get("depth")
+            if self.no_valid_depth == self.written:
+                lines.append(f"no valid depth pixel on {topic} in any of the {self.written} "
+                             "frames written (every pixel NaN, inf or 0): this bag gives no "
+                             "depth labels")
+            else:
+                lines.append(f"{self.no_valid_depth} of {self.written} frames written have no "
+                             f"valid depth pixel on {topic} (every pixel NaN, inf or 0)")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +118,7 @@ class BagReport:
                 "bad_messages": self.bad, "zero_stamps": self.zero_stamps,
                 "duplicate_stamps": self.duplicate_stamps, "stamp_source": self.stamp_source,
                 "clockless": self.clockless, "truncated": self.truncated,
-                "problems": self.problems()}
+                "no_valid_depth": self.no_valid_depth, "problems": self.problems()}
 
     def summary(self) -> str:
         """The lines `mtl-train bag extract` prints for this bag."""

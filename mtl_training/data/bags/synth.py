@@ -49,6 +49,8 @@ class SynthBagSpec:
     repeat_stamps: tuple[int, ...] = ()  # frames whose header stamps repeat the previous frame's
     # (topic, frame index) pairs whose message is random bytes of the same length (seeded)
     random_bytes: tuple[tuple[str, int], ...] = ()
+    # 32FC1 only: every depth pixel of every frame this value (nan, -inf: a broken sensor)
+    depth_fill: float | None = None
 
 
 def _typestore(spec: SynthBagSpec):
@@ -170,6 +172,8 @@ def write_synthetic_bag(path: str | Path, spec: SynthBagSpec | None = None) -> d
             if spec.depth_encoding == "32FC1":
                 arr = depth.astype(np.float32)
                 arr[arr == 0] = np.nan
+                if spec.depth_fill is not None:
+                    arr[:] = spec.depth_fill
             else:
                 arr = np.round(depth * 1000).astype(np.uint16)
             dstamp = stamp + int(spec.depth_offset_s * 1e9) if stamp else 0
