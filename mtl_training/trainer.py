@@ -87,7 +87,7 @@ from mtl_training.config import (
     save_config,
     stride_warnings,
 )
-from mtl_training.data import build_datasets, check_depth_range
+from mtl_training.data import build_datasets, check_depth_range, check_task_labels
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
@@ -196,6 +196,8 @@ class Trainer:
                               f"'{self.info.name}' has {len(self.info.classes)} classes")
         check_depth_range(cfg.model, self.info)  # a head bounded below the data saturates
         self.model: nn.Module = build_model(cfg.model.spec()).to(self.device)
+        # a task no training frame has a label for would train nothing and exit 0
+        check_task_labels(list(getattr(self.model, "tasks", cfg.model.tasks)), self.train_set)
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
                                        cfg.data.min_epoch_frames)

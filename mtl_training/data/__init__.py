@@ -7,12 +7,22 @@ import numpy as np
 from mtl_perception.core.contracts import DatasetInfo, FrameSource
 from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
 from mtl_training.config import ConfigError, DataConfig, ModelConfig
-from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels, choose_subset
+from mtl_training.data.datasets import (
+    MultiTaskDataset,
+    PseudoLabels,
+    choose_subset,
+    label_available,
+)
 from mtl_training.data.identity import dataset_identity
 from mtl_training.data.sources import build_source, build_sources
 
 __all__ = ["build_datasets", "build_source", "build_sources", "build_split",
-           "check_depth_range", "datasets_from_sources", "label_subsets"]
+           "check_depth_range", "check_task_labels", "datasets_from_sources", "label_subsets"]
+
+# What a frame needs on disk to carry a task's label, for the refusal of check_task_labels
+LABEL_FILES = {"seg": "a segmentation file (Cityscapes: gtFine/*_labelIds.png)",
+               "depth": "a depth file with a valid pixel (Cityscapes: disparity/*.png and "
+                        "camera/*.json)"}
 
 
 def label_subsets(cfg: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,3 +78,24 @@ def check_depth_range(model: ModelConfig, info: DatasetInfo) -> None:
                           f"depth up to {info.max_depth:g} (its max_depth): set "
                           f"model.max_depth={info.max_depth:g}, or data.max_depth lower to "
                           "treat farther depth as invalid")
+
+
+def check_task_labels(tasks: list[str], dataset: MultiTaskDataset, key: str = "model.tasks"
+                      ) -> None:
+    """ConfigError (one line) when a task the model trains has no label on any training frame
+    and no pseudo-label store supplies it: its head would stay untrained while the run exits 0
+    and evaluate prints "-" for its metrics. Any source; stops at the first labelled frame, so
+    a usable dataset costs one cheap look (label_available)."""
+    source = getattr(dataset, "source", None)
+    if source is None:
+        return
+    pseudo = getattr(dataset, "pseudo", None)
+    pseudo_task = getattr(pseudo, "task", "seg") if pseudo is not None else None
+    for task in tasks:
+        if task == pseudo_task or any(label_available(source, i, task)
+                                      for i in range(len(source))):
+            continue
+        others = [t for t in tasks if t != task] or ["seg" if task == "depth" else "depth"]
+        raise ConfigError(f"{key}: {task} is trained but none of the {len(source)} training "
+                          f"frames of '{dataset.info.name}' has {LABEL_FILES[task]}: drop it "
+                          f"with model.tasks=[{', '.join(others)}], or provide the files")

@@ -136,6 +136,8 @@ def label_available(source: FrameSource, index: int, task: str) -> bool:
     """
     entries = getattr(source, "frames", None)
     if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
+        if task == "depth" and entries[index].get("depth_max") == 0:
+            return False  # listed, but not one valid pixel (a blind sensor's frame)
         return bool(entries[index].get(task))
     has_label = getattr(source, "has_label", None)  # nyuv2 / cityscapes know from their files
     if callable(has_label):

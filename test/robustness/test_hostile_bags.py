@@ -327,3 +327,21 @@ def test_a_rerun_removes_the_index_temporaries_a_kill_left(tmp_path, capsys):
     assert rc == 0 and "up to date" in text, err
     assert not stale.exists() and busy.exists() and other.exists()
 
+
+def test_training_on_a_bag_whose_depth_holds_nothing_refuses_at_start(tmp_path, capsys):
+    """The extracted frames of a blind depth sensor list depth files of zeros: a run asking for
+    depth refuses (any source, not only Cityscapes) instead of training an untrained head."""
+    from mtl_training.config import ConfigError, load_config
+    from mtl_training.trainer import Trainer
+
+    bag, _ = _write(tmp_path, "blind", frames=6, labels=True, depth_encoding="32FC1",
+                    depth_fill=float("nan"))
+    assert _extract(capsys, bag, tmp_path / "ds", "--label-topic", LABEL_TOPIC)[0] == 0
+    cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path / 'ds'}",
+                             "data.height=32", "data.width=32", "model.decoder_channels=4",
+                             "train.device=cpu", f"train.out_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"^model\.tasks: depth") as err:
+        Trainer(cfg)
+    assert "\n" not in str(err.value) and "model.tasks=[seg]" in str(err.value)
+    cfg.model.tasks = ["seg"]
+    Trainer(cfg)

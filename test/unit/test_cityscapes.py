@@ -6,6 +6,7 @@ depth = baseline x fx / disparity."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -143,3 +144,34 @@ def test_inverse_depth_scales_the_other_way_under_scale_crop():
         s = float(inv.mean() / 0.5)
         assert min(abs(s - x) for x in (1.0, 1.2, 1.5)) < 1e-5  # zoom s: closer, 1/depth x s
         assert float(depth.mean()) == pytest.approx(0.5 / s, rel=1e-5)
+
+
+def test_training_both_tasks_without_any_depth_file_refuses_at_start(tmp_path, capsys):
+    """Cityscapes without camera/*.json: no frame has depth, so a run asking for both tasks
+    would end with an untrained depth head (and exit 0); it refuses in one line naming what is
+    missing and the two ways out. Without gtFine, the same for segmentation."""
+    from mtl_training.apps.train_cli import main
+    from mtl_training.config import ExperimentConfig
+    from mtl_training.trainer import Trainer
+
+    write_tree(tmp_path / "cs")
+    shutil.rmtree(tmp_path / "cs" / "camera")
+    cfg = ExperimentConfig(data=_cfg(tmp_path / "cs", height=32, width=32))
+    cfg.model.decoder_channels, cfg.model.num_classes, cfg.model.max_depth = 4, 7, 100.0
+    cfg.train.device, cfg.train.out_dir = "cpu", str(tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("model.tasks: depth")
+    assert "camera" in msg and "model.tasks=[seg]" in msg
+    rc = main(["train", "--out", str(tmp_path / "run"), "--set", "data.name=cityscapes",
+               "--set", f"data.root={tmp_path / 'cs'}", "--set", "model.num_classes=7",
+               "--set", "model.max_depth=100", "--set", "train.device=cpu"])
+    line = capsys.readouterr().err.strip()
+    assert rc == 2 and len(line.splitlines()) == 1 and "model.tasks: depth" in line
+    assert not (tmp_path / "run").exists()
+    cfg.model.tasks = ["seg"]  # the way out it names: segmentation alone trains
+    Trainer(cfg)
+    shutil.rmtree(tmp_path / "cs" / "gtFine")
+    with pytest.raises(ConfigError, match=r"model\.tasks: seg .*gtFine"):
+        Trainer(cfg)
