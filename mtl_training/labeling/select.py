@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ from mtl_training.pseudo.teacher import LoadedTeacher
 FORMAT = "mtl_perception.label_selection/1"
 MANIFEST = "manifest.json"
 STRATEGIES = ("uncertainty-diversity", "random")
+OUTPUTS = ("images", "masks", "masks_color", "cvat")  # what --overwrite clears first
 
 log = logging.getLogger("mtl_training.labeling")
 
@@ -221,8 +223,10 @@ def choose(scores: list[FrameScore], labelled: list[np.ndarray], rule: Selection
     alive = np.ones(n, bool)
     mind = np.full(n, np.inf)
     if labelled:
-        lab = np.stack(labelled).astype(np.float64)
-        mind = np.sqrt(((feats[:, None, :] - lab[None, :, :]) ** 2).sum(-1)).min(axis=1)
+        lab = np.stack(labelled).astype(np.float64)  # [M, F]
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: an [N, M] product, never an [N, M, F] difference
+        sq = (feats ** 2).sum(1)[:, None] + (lab ** 2).sum(1)[None, :] - 2.0 * feats @ lab.T
+        mind = np.sqrt(np.maximum(sq, 0.0)).min(axis=1)
         dup = mind < rule.min_feature_distance
         skipped["near_labelled_frame"] = int(dup.sum())
         alive &= ~dup
@@ -307,6 +311,9 @@ def run_select(teacher: LoadedTeacher, data_dir: str | Path, out: str | Path,
                             f"and predicts {teacher.target}")
     if (out / MANIFEST).is_file() and not overwrite:
         raise LabelingError(f"{out / MANIFEST} exists: choose another --out or pass --overwrite")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise LabelingError(f"{out}: not empty and not a selection folder; choose a new or "
+                            "empty --out")
     src = training_frames(data_dir)
     classes = list(src.info.classes)
     if teacher.model.num_classes != len(classes):
@@ -314,6 +321,10 @@ def run_select(teacher: LoadedTeacher, data_dir: str | Path, out: str | Path,
                             f"classes, {data_dir} has {len(classes)}")
     teacher.model.to(device)
     unlabelled, labelled, no_depth = candidate_frames(src)
+    if overwrite:  # a previous selection's masks must not be imported as this one's
+        (out / MANIFEST).unlink(missing_ok=True)
+        for sub in OUTPUTS:
+            shutil.rmtree(out / sub, ignore_errors=True)
     if not unlabelled:
         raise LabelingError(f"{data_dir}: no {src.split or 'dataset'} frame lacks a "
                             "segmentation label (and has the depth the teacher reads)")

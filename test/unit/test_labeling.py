@@ -9,6 +9,8 @@ real RealSense recording extracted with `mtl-train bag extract`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import zipfile
@@ -90,6 +92,31 @@ def select(capsys: pytest.CaptureFixture[str], data: Path, teacher: Path, out: P
     return json.loads((out / "manifest.json").read_text())
 
 
+BUDGET = 4
+
+
+@pytest.fixture(scope="module")
+def selection(teacher_run: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, Path, str]:
+    """(dataset, its selection of BUDGET frames with pre-annotation, what select printed), made
+    once; tests work on copies (`copy_selection`), since an import changes the dataset."""
+    root = tmp_path_factory.mktemp("selection")
+    data, out = robot_folder(root / "day1"), root / "to_label"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        rc = main(["select", str(data), "--teacher", str(teacher_run), "--budget", str(BUDGET),
+                   "--out", str(out), "--pre-annotate", "--set", "train.device=cpu"])
+    assert rc == 0
+    return data, out, printed.getvalue()
+
+
+def copy_selection(selection: tuple[Path, Path, str], tmp_path: Path
+                   ) -> tuple[Path, Path, dict]:
+    """A private copy of the dataset and the selection, and the selection's manifest."""
+    data = Path(shutil.copytree(selection[0], tmp_path / "day1"))
+    out = Path(shutil.copytree(selection[1], tmp_path / "to_label"))
+    return data, out, json.loads((out / "manifest.json").read_text())
+
+
 def one_line_error(rc: int, err: str, *needles: str) -> str:
     assert rc == 2, err
     assert err.count("\n") == 1, err
@@ -137,17 +164,17 @@ def test_choose_skips_frames_near_in_time_of_one_recording():
 
 
 # -- select on a folder dataset with the real teacher ----------------------------------------
-def test_select_exports_png_and_cvat_with_a_manifest(tmp_path, teacher_run, capsys):
-    data = robot_folder(tmp_path / "day1")
-    out = tmp_path / "to_label"
-    m = select(capsys, data, teacher_run, out, 3)
+def test_select_exports_png_and_cvat_with_a_manifest(selection, teacher_run):
+    data, out, printed = selection
+    m = json.loads((out / "manifest.json").read_text())
+    assert f"chose {BUDGET} of 9 unlabelled frames (uncertainty-diversity)" in printed
     src = FolderSource(data, "train")
     assert m["teacher"]["sha256"] == file_sha256(teacher_run / "best.pt")
     assert m["dataset"] == dataset_identity(src)
-    assert m["candidates"] == 9 and m["labelled"] == LABELLED and m["chosen"] == 3
+    assert m["candidates"] == 9 and m["labelled"] == LABELLED and m["chosen"] == BUDGET
     unlabelled = {f["id"] for f in src.frames if not f["seg"]}
     chosen = [f["id"] for f in m["frames"]]
-    assert set(chosen) <= unlabelled and len(set(chosen)) == 3
+    assert set(chosen) <= unlabelled and len(set(chosen)) == BUDGET
     assert not {"train_copy", src.frames[-2]["id"]} <= set(chosen)  # never both of a duplicate
     assert m["rule"]["strategy"] == "uncertainty-diversity"
     assert m["rule"]["network_size"] == [16, 24]  # the teacher's training size
@@ -186,12 +213,11 @@ def _paint(path: Path, value: int | tuple[int, int, int]) -> np.ndarray:
     return img
 
 
-def test_round_trip_png_then_cvat_and_stale_pseudo_labels(tmp_path, teacher_run, capsys):
-    data = robot_folder(tmp_path / "day1", duplicate=False)
-    out = tmp_path / "to_label"
-    m = select(capsys, data, teacher_run, out, 4)
+def test_round_trip_png_then_cvat_and_stale_pseudo_labels(tmp_path, teacher_run, selection,
+                                                          capsys):
+    data, out, m = copy_selection(selection, tmp_path)
     sets = [f"data.{k}={v}" for k, v in SMALL.items()] + [
-        "data.name=folder", f"data.root={data}", "data.seg_fraction=1.0", "train.device=cpu"]
+        "data.name=folder", f"data.root={data}", "data.seg_fraction=0", "train.device=cpu"]
     cfg_args = [x for kv in sets for x in ("--set", kv)]
     rc, _, err = run_cli(capsys, "pseudo-label", "--teacher", str(teacher_run), "--out",
                          str(tmp_path / "pseudo"), *cfg_args)
@@ -249,11 +275,9 @@ def test_round_trip_png_then_cvat_and_stale_pseudo_labels(tmp_path, teacher_run,
 
 
 # -- bad input: one line naming the file, nothing written --------------------------------------
-def test_bad_masks_stop_the_import_and_lose_nothing(tmp_path, teacher_run, capsys):
-    data = robot_folder(tmp_path / "day1", duplicate=False)
-    out = tmp_path / "to_label"
-    m = select(capsys, data, teacher_run, out, 3)
-    a, b, c = m["frames"]
+def test_bad_masks_stop_the_import_and_lose_nothing(tmp_path, selection, capsys):
+    data, out, m = copy_selection(selection, tmp_path)
+    a, b, c = m["frames"][:3]
     kept = _paint(out / a["mask"], 3)
     rc, text, err = run_cli(capsys, "labels", "import", str(out), "--into", str(data))
     assert rc == 0 and "imported 1 segmentation labels" in text, err
@@ -318,13 +342,16 @@ def test_bad_masks_stop_the_import_and_lose_nothing(tmp_path, teacher_run, capsy
     assert (read_png(data / "seg" / f"{a['name']}.png") == 0).all()
 
 
-def test_select_refuses_bad_requests_in_one_line(tmp_path, teacher_run, capsys):
-    data = robot_folder(tmp_path / "day1", duplicate=False)
-    out = tmp_path / "sel"
-    select(capsys, data, teacher_run, out, 1)
+def test_select_refuses_bad_requests_in_one_line(tmp_path, teacher_run, selection, capsys):
+    data, out, _ = copy_selection(selection, tmp_path)
     base = ["select", str(data), "--teacher", str(teacher_run), "--set", "train.device=cpu"]
     rc, _, err = run_cli(capsys, *base, "--budget", "1", "--out", str(out))
     one_line_error(rc, err, "manifest.json exists", "--overwrite")
+    (out / "masks" / "stale_frame.png").write_bytes(b"")  # from an earlier selection
+    rc, _, err = run_cli(capsys, *base, "--budget", "1", "--out", str(out), "--overwrite")
+    assert rc == 0 and not (out / "masks" / "stale_frame.png").exists(), err
+    rc, _, err = run_cli(capsys, *base, "--budget", "1", "--out", str(tmp_path))
+    one_line_error(rc, err, "not empty and not a selection folder")
     rc, _, err = run_cli(capsys, *base, "--budget", "0", "--out", str(tmp_path / "x"))
     one_line_error(rc, err, "--budget must be >= 1")
     rc, _, err = run_cli(capsys, *base, "--budget", "1", "--out", str(tmp_path / "x"),
