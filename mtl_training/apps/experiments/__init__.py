@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mtl_training.apps.command import Command, UserError
-from mtl_training.apps.experiments import consistency, imbalance, pseudo_depth
+from mtl_training.apps.experiments import consistency, imbalance, pseudo_depth, realtime
 from mtl_training.stats import MIN_SEEDS
 
 
@@ -30,6 +30,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("pseudo_depth",
                "UMMT vs UMMT-PS vs UMMT-PD with kept pseudo-depth (calibrated 0.2, flip rule), "
                "5/10/50 % seg labels: the two directions' asymmetry", pseudo_depth.run),
+    Experiment("realtime",
+               "real-time student (EfficientNet-Lite0 + refine) from ImageNet vs from scratch vs "
+               "the demo's ResNet-18 U-Net (equal steps), and UMMT vs UMMT-PS with it",
+               realtime.run),
     Experiment("consistency",
                "XTasC-Net vs Base ST/MT-Net x weightings (METHOD.md B, Table I/III)",
                consistency.run),
@@ -47,7 +51,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="markdown results file to (re)write")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, one process and one torch thread each (imbalance, "
-                        "pseudo_depth; "
+                        "pseudo_depth, realtime; "
                         "default 1: e.g. 2 on a 2-core CPU)")
     # --config / --set (every command's): a dataset config (config/train/nyuv2_imbalanced.yaml,
     # xtasc_nyuv2.yaml, ...) instead of the procedural world: the study trains on its frames
@@ -61,6 +65,6 @@ def _run(args: argparse.Namespace) -> None:
 
 
 EXPERIMENT = Command("experiment",
-                     "run a committed study (imbalance, pseudo_depth, consistency) and write its "
-                     "results page",
+                     "run a committed study (imbalance, pseudo_depth, realtime, consistency) and "
+                     "write its results page",
                      _args, _run)

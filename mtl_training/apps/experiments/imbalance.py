@@ -59,6 +59,8 @@ import torch
 
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import delta_m, flatten
+from mtl_perception.core.models.backbones import encoder_input_stats
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
 from mtl_training.apps.command import UserError
 from mtl_training.apps.experiments import host
 from mtl_training.config import (
@@ -204,10 +206,12 @@ class _World:
         self.val = SyntheticSource(seed, SyntheticSource.VAL_OFFSET, plan.val_frames, standard)
         self.calibration = SyntheticSource(seed, CAL_OFFSET, plan.val_frames, standard)
 
-    def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None
+    def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None,
+                 stats: InputStats = IMAGENET_STATS
                  ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
-        """What `build_datasets(cfg)` gives, over this seed's already rendered frames."""
-        return datasets_from_sources(cfg, (self.train, self.val), pseudo)
+        """What `build_datasets(cfg)` gives, over this seed's already rendered frames (images
+        normalised with `stats`, the encoder's)."""
+        return datasets_from_sources(cfg, (self.train, self.val), pseudo, stats=stats)
 
     def calibration_set(self, cfg: DataConfig) -> MultiTaskDataset:
         """Fully labelled rooms the calibrated pseudo-depth filter reads its threshold off."""
@@ -220,9 +224,10 @@ class _Dataset:
     def __init__(self, base: ExperimentConfig) -> None:
         self.train, self.val = build_sources(base.data)
 
-    def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None
+    def datasets(self, cfg: DataConfig, pseudo: PseudoLabels | None = None,
+                 stats: InputStats = IMAGENET_STATS
                  ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
-        return datasets_from_sources(cfg, (self.train, self.val), pseudo)
+        return datasets_from_sources(cfg, (self.train, self.val), pseudo, stats=stats)
 
     def calibration_set(self, cfg: DataConfig) -> MultiTaskDataset:
         """The validation split (held out of training), as `mtl-train pseudo-label` uses it."""
@@ -350,6 +355,11 @@ class Study:
             return _dataset_config(self.base, seed, out_dir, arch, aux, xtc)
         return _config(self.plan, seed, split, out_dir, arch, aux, xtc)
 
+    def student_config(self, seed: int, split: Split, run_dir: Path, arm: Arm
+                       ) -> ExperimentConfig:
+        """A student arm's run config (a study whose arms differ in network overrides this)."""
+        return self.config(seed, split, run_dir, xtc=arm.xtc)
+
     def both_labels(self, split: Split) -> int:
         """Training frames keeping both labels (seed 0's subsets): the teacher's set."""
         if self.base is not None and self.dataset is not None:
@@ -407,7 +417,8 @@ class Study:
         if run_dir.exists():  # a unit interrupted mid-training starts over
             shutil.rmtree(run_dir)
         t0, c0 = time.time(), time.process_time()
-        trainer = Trainer(cfg, datasets=world.datasets(cfg.data, pseudo))
+        stats = encoder_input_stats(cfg.model.encoder)  # the normalisation its encoder expects
+        trainer = Trainer(cfg, datasets=world.datasets(cfg.data, pseudo, stats))
         trainer.fit()
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         last = json.loads(lines[-1])
@@ -417,7 +428,7 @@ class Study:
     def student(self, key: str, seed: int, split: Split, arm: Arm,
                 pseudo: PseudoLabels | None = None, extra: dict[str, Any] | None = None) -> None:
         run_dir = self.out / key
-        cfg = self.config(seed, split, run_dir, xtc=arm.xtc)
+        cfg = self.student_config(seed, split, run_dir, arm)
         res = self._train(cfg, self.world(seed, split), pseudo)
         for ckpt in run_dir.glob("*.pt"):  # students are scored; their weights are not needed
             ckpt.unlink()
