@@ -42,6 +42,7 @@ from torch import Tensor
 
 from mtl_perception.core.contracts import IGNORE_INDEX
 from mtl_perception.core.fileio import write_json_atomic, write_text_atomic
+from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.data.identity import dataset_identity
 from mtl_training.data.sources.folder import FolderSource, read_index
 from mtl_training.data.transforms import make_sample
@@ -112,12 +113,7 @@ class FrameScore:
 
 
 def _normalisation(teacher: LoadedTeacher) -> dict[str, Any]:
-    """make_sample's keyword for the (mean, std) the teacher's encoder family expects; empty
-    where the encoders share ImageNet's (a tree without per-family statistics)."""
-    try:
-        from mtl_perception.core.models.backbones import encoder_input_stats
-    except ImportError:
-        return {}
+    """make_sample's keyword for the (mean, std) the teacher's encoder family expects."""
     encoder = str(teacher.config.get("model", {}).get("encoder", "resnet18"))
     return {"stats": encoder_input_stats(encoder)}
 

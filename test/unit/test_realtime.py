@@ -142,3 +142,34 @@ def test_refine_student_exports_to_onnx(tmp_path):
     art = write_artifact(model, meta, tmp_path / "rt.safetensors")
     check = export_onnx(art, tmp_path / "rt.onnx", dynamic=True)
     assert check.path.is_file() and max(check.max_abs_diff.values()) < 1e-3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None
+                    or importlib.util.find_spec("onnxruntime") is None,
+                    reason="ONNX export needs the onnx extra (onnxscript, onnxruntime)")
+def test_fixed_size_onnx_answers_at_stride_4_and_the_robot_sees_the_same_frame(tmp_path):
+    """The deployed graph skips the full-size upsampling; the Predictor's outputs at camera size
+    must still be those of the PyTorch model (labels: argmax of the bilinear logits)."""
+    import onnxruntime as ort
+
+    from mtl_perception.core.artifact import ArtifactMeta, write_artifact
+    from mtl_perception.core.models.backbones import encoder_preprocess
+    from mtl_training.export import export_onnx
+
+    spec = ModelSpec(encoder="efficientnet_lite0", decoder="refine", num_classes=5,
+                     decoder_channels=8, decoder_convs=1)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    meta = ArtifactMeta(spec, [f"c{i}" for i in range(5)], [[i, i, i] for i in range(5)],
+                        encoder_preprocess("efficientnet_lite0", 64, 96), 10.0)
+    art = write_artifact(model, meta, tmp_path / "rt.safetensors")
+    export_onnx(art, tmp_path / "rt.onnx")
+    session = ort.InferenceSession(str(tmp_path / "rt.onnx"), providers=["CPUExecutionProvider"])
+    assert [tuple(o.shape[-2:]) for o in session.get_outputs()] == [(16, 24), (16, 24)]
+
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    by_torch = Predictor(art, device="cpu").predict(rgb)
+    by_onnx = Predictor(tmp_path / "rt.onnx", device="cpu").predict(rgb)
+    agree = float((by_torch.labels == by_onnx.labels).mean())
+    assert agree > 0.99, agree
+    assert np.abs(by_torch.depth - by_onnx.depth).max() < 0.05 * spec.max_depth

@@ -92,7 +92,12 @@ class RefineDecoder(nn.Module):
         assert x is not None
         return x
 
-    def forward(self, feats: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
+    def forward(self, feats: list[Tensor], size: tuple[int, int] | None) -> dict[str, Tensor]:
+        """size None: the heads' stride-4 outputs [B, out_t, H/4, W/4] (the deployed ONNX form:
+        the runtime brings them to camera size far cheaper than the graph upsamples 40 logit
+        channels); otherwise bilinear to `size`: [B, out_t, H, W]."""
         x = self.shared(feats)
+        if size is None:
+            return {t: head(x) for t, head in self.heads.items()}
         return {t: F.interpolate(head(x), size=size, mode="bilinear", align_corners=False)
-                for t, head in self.heads.items()}  # [B, out_t, H, W]
+                for t, head in self.heads.items()}

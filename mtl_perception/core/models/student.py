@@ -59,11 +59,12 @@ class MultiTaskNet(nn.Module):
             return self.decoder.shared_parameters()
         return self.encoder.last_stage_parameters()
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, full_size: bool = True) -> dict[str, Tensor]:
+        """full_size False (refine decoder only): outputs at stride 4, for deployment."""
         size = (x.shape[-2], x.shape[-1])
         feats = self.encoder(x)
         if self.decoder is not None:
-            out = self.decoder(feats, size)
+            out = self.decoder(feats, size if full_size else None)
         else:
             assert self.decoders is not None
             out = {t: self.decoders[t](feats, size) for t in self.tasks}
