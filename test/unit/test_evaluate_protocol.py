@@ -12,7 +12,8 @@ import pytest
 
 from mtl_perception.core.contracts import DatasetInfo
 from mtl_perception.core.metrics import SegMetrics
-from mtl_training.apps.experiments.imbalance import UMMT, Plan, Study
+from mtl_training.apps.experiments.imbalance import ImbalanceStudy as Study
+from mtl_training.apps.experiments.study import UMMT, Plan
 from mtl_training.apps.train_cli import main
 from mtl_training.config import ExperimentConfig, load_config, load_packaged_config, save_config
 from mtl_training.data.sources import SOURCES

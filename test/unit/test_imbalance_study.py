@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mtl_training.apps.experiments import imbalance as im
+from mtl_training.apps.experiments import study as study_mod
 from mtl_training.stats import ALPHA, read_family, reading_sentence
 
 METRICS = ("miou", "pixel_acc", "abs_err", "rel_err", "rmse", "delta1")
@@ -21,12 +22,12 @@ def _val(miou: float, abs_err: float) -> dict[str, dict[str, float]]:
                       "delta1": 0.5}}
 
 
-def _study(tmp_path: Path, records: list[dict]) -> im.Study:
+def _study(tmp_path: Path, records: list[dict]) -> im.ImbalanceStudy:
     out = tmp_path / "runs"
     out.mkdir()
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records)
                                        + '{"key": "torn')  # an interrupted append
-    return im.Study(out, tmp_path / "page.md", list(range(5)), im.Plan(scale=1.0))
+    return im.ImbalanceStudy(out, tmp_path / "page.md", list(range(5)), im.Plan(scale=1.0))
 
 
 def _student(seed: int, split: str, tag: str, miou: float, abs_err: float, **extra) -> dict:
@@ -50,7 +51,7 @@ def test_the_plan_has_every_arm_once_and_the_count_split_has_no_pd(tmp_path):
     assert study.status().startswith("INCOMPLETE") and "PARTIAL" not in study.status()
     split = im.Split.counts(*im.Plan(scale=1.0).counts)
     assert (split.depth_count, split.seg_count, split.frames) == (500, 250, 500)
-    cfg = im._config(im.Plan(), 0, split, tmp_path, xtc=True)
+    cfg = study_mod._config(im.Plan(), 0, split, tmp_path, xtc=True)
     assert cfg.data.seg_count == 250 and cfg.data.depth_count == 500 and cfg.loss.xtc
 
 
@@ -94,7 +95,7 @@ def test_the_page_reads_comparisons_by_the_holm_rule(tmp_path):
 
 def test_calibrated_pd_and_the_combined_method_run_end_to_end(tmp_path):
     torch.set_num_threads(1)
-    study = im.Study(tmp_path / "runs", tmp_path / "page.md", [0], im.Plan(scale=0.05))
+    study = im.ImbalanceStudy(tmp_path / "runs", tmp_path / "page.md", [0], im.Plan(scale=0.05))
     (tmp_path / "runs").mkdir()
     for arm in (im.UMMT, im.PD, im.PS_XTC):
         study.run_unit(0, study.sweep, arm)
@@ -118,7 +119,7 @@ def test_jobs_share_a_teacher_train_it_once_and_record_every_unit_once(tmp_path)
     need the same teacher; one trains it under the lock, the other waits and loads it."""
     out = tmp_path / "runs"
     out.mkdir()
-    study = im.Study(out, tmp_path / "page.md", [0], im.Plan(scale=0.05))
+    study = im.ImbalanceStudy(out, tmp_path / "page.md", [0], im.Plan(scale=0.05))
     steps = [(study.sweep, im.PS), (study.sweep, im.PS_XTC)]
     study.run(jobs=2, steps=steps)
     keys = [json.loads(line)["key"] for line in (out / "results.jsonl").read_text().splitlines()]

@@ -15,7 +15,7 @@ the asymmetry question with pseudo-depth that is actually kept, on the imbalance
                        rule a constant would pass; here the teacher is not constant).
 One Holm family over all splits: each arm against UMMT and UMMT-PS against the calibrated UMMT-PD
 (mIoU, abs err, Δm). Units, resuming, --jobs and the page's wall time work as in the imbalance
-study (the same Study machinery, see imbalance.py); --config is not taken: the calibration rooms
+study (the same Study machinery, see study.py); --config is not taken: the calibration rooms
 are the procedural world's.
 """
 
@@ -30,15 +30,17 @@ import torch
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import flatten
 from mtl_training.apps.command import UserError
-from mtl_training.apps.experiments.imbalance import (
-    DELTA_KEYS,
-    FMT,
+from mtl_training.apps.experiments.study import (
     PS,
     UMMT,
     Arm,
     Plan,
     Split,
     Study,
+)
+from mtl_training.apps.experiments.study_page import (
+    DELTA_KEYS,
+    FMT,
     compare,
     main_table,
     ms,

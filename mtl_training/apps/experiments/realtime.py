@@ -17,8 +17,8 @@ real-time ImageNet student on the scarce labels alone) on mIoU, abs err and Δm.
 training step are reported beside them, not tested: under --jobs on a shared CPU they measure
 the machine as much as the network.
 
-The imbalance study's machinery runs it (units, resuming, --jobs, the page's wall time; see
-imbalance.py); --config is not taken: the world is the procedural one.
+The studies' machinery runs it (units, resuming, --jobs, the page's wall time; see
+study.py); --config is not taken: the world is the procedural one.
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ import torch
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import flatten
 from mtl_training.apps.command import UserError
-from mtl_training.apps.experiments.imbalance import (
-    COMPARED,
-    DELTA_KEYS,
-    FMT,
+from mtl_training.apps.experiments.study import (
     Arm,
     Plan,
     Split,
     Study,
+)
+from mtl_training.apps.experiments.study_page import (
+    COMPARED,
+    DELTA_KEYS,
+    FMT,
     compare,
     ms,
     page_command,
