@@ -7,6 +7,8 @@ no spinning) with onnxruntime's profiler on, and prints milliseconds per run for
 (part, operator kind): convolutions split into dense / depthwise, kernel and stride, as they are
 after onnxruntime's fusions (NCHWc layout). Not a `bench_*` module: it writes no results JSON;
 docs/models.md ("Where the forward time goes") quotes one run.
+`--spinning` instead times the demo student and lite0-40 with onnxruntime's intra-op spinning
+off (the runtime's setting) and on, interleaved, and prints the paired ratios.
 
 The split encoder / decoder is by execution order: the decoder starts at its first operator, the
 1x1 lateral convolution that reads the stride-32 tap (its weight is [channels, 320, 1, 1]);
@@ -19,6 +21,7 @@ import argparse
 import collections
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,8 @@ from bench.bench_models import ARCHITECTURES, HEIGHT, WIDTH, _prepare
 STRIDE32_CHANNELS = 320  # EfficientNet-Lite0/1's stride-32 tap: the decoder's first input
 
 
-def _session(path: Path, threads: int, profile_prefix: str, optimized: Path) -> object:
+def _options(threads: int, spinning: bool = False) -> object:
+    """OnnxRuntimeBackend's session options (spinning off there)."""
     import onnxruntime as ort
 
     o = ort.SessionOptions()
@@ -37,7 +41,14 @@ def _session(path: Path, threads: int, profile_prefix: str, optimized: Path) -> 
     o.inter_op_num_threads = 1
     o.intra_op_num_threads = threads
     o.log_severity_level = 3
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    o.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return o
+
+
+def _session(path: Path, threads: int, profile_prefix: str, optimized: Path) -> object:
+    import onnxruntime as ort
+
+    o = _options(threads)
     o.enable_profiling = True
     o.profile_file_prefix = profile_prefix
     o.optimized_model_filepath = str(optimized)  # the fused graph: what the profile names
@@ -101,12 +112,56 @@ def profile(name: str, threads: int, runs: int) -> list[tuple[str, str, float]]:
     return [(p, k, us / n_runs / 1000.0) for (p, k), us in totals.most_common()]
 
 
+def compare_spinning(threads: int, rounds: int) -> dict[str, dict[bool, list[float]]]:
+    """Seconds per forward of the demo student and lite0-40, spinning off and on, interleaved
+    round by round in one process (load drift hits all four sessions alike)."""
+    import onnxruntime as ort
+
+    names = ("demo", "lite0-40")
+    with tempfile.TemporaryDirectory(prefix="profile_ort_") as tmp:
+        ready, _ = _prepare([e for e in ARCHITECTURES if e["name"] in names], Path(tmp))
+        x = np.random.default_rng(0).standard_normal((1, 3, HEIGHT, WIDTH)).astype(np.float32)
+        live = []
+        for m in ready:
+            for spin in (False, True):
+                s = ort.InferenceSession(str(m["onnx"]), _options(threads, spin),
+                                         providers=["CPUExecutionProvider"])
+                feed = {s.get_inputs()[0].name: x}
+                s.run(None, feed)
+                s.run(None, feed)
+                live.append((m["name"], spin, s, feed))
+        times: dict[str, dict[bool, list[float]]] = {n: {False: [], True: []} for n in names}
+        for _ in range(rounds):
+            for name, spin, s, feed in live:
+                t = time.perf_counter()
+                s.run(None, feed)
+                times[name][spin].append(time.perf_counter() - t)
+    return times
+
+
+def _print_spinning(threads: int, rounds: int) -> None:
+    t = compare_spinning(threads, rounds)
+    for name, by_spin in t.items():
+        off, on = (1000 * float(np.median(by_spin[s])) for s in (False, True))
+        pairs = np.median(np.array(by_spin[True]) / np.array(by_spin[False]))
+        print(f"{name}: {threads} thread(s), spinning off {off:.1f} ms, on {on:.1f} ms "
+              f"(on / off per round {pairs:.3f})")
+    for spin in (False, True):
+        r = np.median(np.array(t["lite0-40"][spin]) / np.array(t["demo"][spin]))
+        print(f"lite0-40 / demo, spinning {'on' if spin else 'off'}: {r:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", default="lite0-40")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--spinning", action="store_true",
+                        help="instead: demo vs lite0-40 forward, intra-op spinning off vs on")
     args = parser.parse_args()
+    if args.spinning:
+        _print_spinning(args.threads, args.runs)
+        return
     rows = profile(args.name, args.threads, args.runs)
     total = sum(ms for *_, ms in rows)
     print(f"{args.name}, onnxruntime, {args.threads} thread(s), 640x480: {total:.1f} ms of "
