@@ -91,6 +91,9 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     if teacher.target == "seg" and "per_class_coverage" in s:
         print("per-class coverage: " + ", ".join(
             f"{n} {100 * v:.0f} %" for n, v in s["per_class_coverage"].items() if v is not None))
+    if s.get("cross_domain"):
+        print("cross-domain: the teacher was trained on another dataset (manifest: teacher_data); "
+              "its accuracy here is not measured unless held-back labels exist")
     if not s["complete"]:
         print("not finished: run the same command again to continue")
 

@@ -43,6 +43,7 @@ from mtl_training.data.identity import dataset_identity, same_dataset
 from mtl_training.data.sources.folder import depth_to_mm
 from mtl_training.data.transforms import make_sample
 from mtl_training.pseudo import PseudoLabelError
+from mtl_training.pseudo.provenance import teacher_provenance
 from mtl_training.pseudo.store import (
     FORMAT,
     JOURNAL,
@@ -364,7 +365,7 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
             calibrated = cal.kept_stats(depth_threshold)
             calibrated["threshold"] = depth_threshold
     header = {**settings, "thresholds": None if thresholds is None else thresholds.tolist(),
-              "planned": planned}
+              "planned": planned, **teacher_provenance(teacher.config, identity)}
     if calibrated is not None:  # -1 = nothing kept: no prefix of the ranking was accurate
         header.update(depth_threshold=depth_threshold, calibrated=calibrated)
     if main:
@@ -405,5 +406,6 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
         write_json_atomic(manifest_path, {**header, "complete": complete, "summary": summary,
                                           "frames": records})
     ctx.barrier()
-    return {**summary, "complete": complete, "planned": len(planned)}
+    return {**summary, "complete": complete, "planned": len(planned),
+            "cross_domain": header["cross_domain"]}
 

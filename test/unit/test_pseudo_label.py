@@ -277,3 +277,26 @@ def test_cli_pseudo_label_reports_and_fails_cleanly(tmp_path, capsys):
                *small])
     assert rc == 2
     assert "no teacher checkpoint" in capsys.readouterr().err
+
+
+def test_manifest_says_where_the_teacher_learned_and_whether_that_is_the_target(tmp_path):
+    """A robot's bag is labelled by a teacher trained elsewhere: the manifest records the
+    teacher's data and flags the labels as cross-domain (their accuracy was not measured on
+    the target)."""
+    from mtl_training.pseudo.provenance import is_cross_domain
+
+    teacher = load_teacher(_save_teacher(tmp_path / "teacher"))  # trained on synthetic, seed 0
+    out = tmp_path / "pseudo"
+    summary = run_pseudo_label(teacher, _dataset(), out, PER_CLASS, progress=False)
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["teacher_data"]["name"] == "synthetic" and m["teacher_data"]["seed"] == 0
+    assert m["cross_domain"] is True and summary["cross_domain"] is True
+    # the rule on identities: the same world / folder is not cross-domain, another one is
+    world = {"kind": "synthetic", "seed": 0, "root": None}
+    assert not is_cross_domain({"name": "synthetic", "seed": 0}, world)
+    assert is_cross_domain({"name": "synthetic", "seed": 1}, world)
+    assert is_cross_domain({"name": "synthetic", "seed": 0, "style": "robot"}, world)
+    day1 = {"kind": "folder", "root": str((tmp_path / "day1").resolve())}
+    assert not is_cross_domain({"name": "folder", "root": str(tmp_path / "day1")}, day1)
+    assert is_cross_domain({"name": "nyuv2", "root": str(tmp_path / "nyu")}, day1)
+    assert is_cross_domain({}, day1)  # unknown teacher data: say cross-domain
