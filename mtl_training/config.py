@@ -205,6 +205,9 @@ class TrainConfig:
     montage_frames: int = 4  # validation frames in the per-epoch montage PNG
     # optimiser steps between mid-epoch saves of last.pt (what a kill can lose); 0 = per epoch only
     checkpoint_every: int = 0
+    # --resume over a training set whose identity changed since the run started (labels imported
+    # into the folder, a re-extraction): refused unless this is true
+    resume_data_changed: bool = False
     # -- scale (docs/training_at_scale.md) --
     tensorboard: bool = True  # TensorBoard events in <out_dir>/tb (needs the `train` extra)
     channels_last: bool = False  # NHWC memory format (faster convolutions on tensor-core GPUs)

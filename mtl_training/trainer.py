@@ -24,7 +24,8 @@ Run directory protocol (what a kill -9 at any instant leaves consistent):
   (per-sample augmentation is seeded by (seed, epoch, index)), so a kill loses at most the steps
   since the last save and the resumed run matches an uninterrupted one. If the training split's
   length changed, the interrupted epoch restarts from its beginning instead.
-- Resume refuses a different architecture (model.* spec, loss.xtc / xtc_channels / weighting /
+- Resume refuses a changed training set (its dataset identity, unless train.resume_data_changed),
+  a different architecture (model.* spec, loss.xtc / xtc_channels / weighting /
   gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights / pretrained /
   aux_pretrained (they only initialise a new run) and train.epochs / max_steps below what the run
   already did; every other `--set` is applied for real: train.lr, weight_decay and
@@ -89,6 +90,7 @@ from mtl_training.config import (
 )
 from mtl_training.data import build_datasets, check_depth_range, check_task_labels
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
+from mtl_training.data.identity import describe_identity, same_dataset, training_identity
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
 from mtl_training.pretrained import initialise_encoders
@@ -198,6 +200,8 @@ class Trainer:
         self.model: nn.Module = build_model(cfg.model.spec()).to(self.device)
         # a task no training frame has a label for would train nothing and exit 0
         check_task_labels(list(getattr(self.model, "tasks", cfg.model.tasks)), self.train_set)
+        # what resume compares: labels imported since the run started change the training set
+        self.data_identity = training_identity(getattr(self.train_set, "source", None))
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
                                        cfg.data.min_epoch_frames)
@@ -290,6 +294,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "info": asdict(self.info),
             "pretrained": self.pretrained,  # provenance of the initial weights (artifact metadata)
+            "dataset": self.data_identity,  # the training set's identity (resume compares it)
             "metrics": _plain(metrics),
         }
 
@@ -361,6 +366,15 @@ class Trainer:
                 raise ConfigError(f"{path}: loss.{k} cannot change on resume (checkpoint "
                                   f"{getattr(old_loss, k)!r}, config {getattr(self.cfg.loss, k)!r})"
                                   "; its state is part of the run: start anew with --overwrite")
+        old_data, new_data = ckpt.get("dataset"), self.data_identity
+        if (isinstance(old_data, dict) and new_data is not None
+                and not same_dataset(old_data, new_data)
+                and not self.cfg.train.resume_data_changed):
+            raise ConfigError(f"{path}: the training set changed since this run started (was "
+                              f"{describe_identity(old_data)}, now {describe_identity(new_data)}"
+                              "); continue on the new frames with --set "
+                              "train.resume_data_changed=true, or start anew with --overwrite "
+                              "or another --out")
         t = self.cfg.train
         if t.epochs < int(ckpt["epoch"]):
             raise ConfigError(f"train.epochs: {t.epochs} but {path} has already done "

@@ -75,3 +75,13 @@ def describe_identity(identity: dict[str, Any]) -> str:
         return (f"synthetic world seed {identity.get('seed')} ({identity.get('frames')} frames "
                 f"from {identity.get('start')}, {h}x{w}, ids {ids})")
     return f"{kind} dataset '{name}' ({identity.get('frames')} frames, ids {ids})"
+
+
+def training_identity(source: Any) -> dict[str, Any] | None:
+    """The identity a checkpoint records of its training source, or None where it would cost a
+    pass over the frames (a source that neither lists its files nor its ids): resume compares it
+    to notice a dataset that changed under the run (`mtl-train labels import`)."""
+    if isinstance(source, (FolderSource, SyntheticSource)) or callable(
+            getattr(source, "frame_ids", None)):
+        return dataset_identity(source)
+    return None
