@@ -236,6 +236,11 @@ class PseudoLabelConfig:
     # held-out pixels' mean relative error is <= depth_max_rel_err; pseudo/thresholds.py)
     depth_filter: str = "flip"
     depth_max_rel_err: float = 0.1
+    # seg thresholds: none (tau / mode above) | teacher_val (per class, the lowest confidence
+    # whose kept pixels reach target_precision on the teacher's own held-out labelled frames:
+    # the target, e.g. a robot's bag, has no labels to calibrate on; pseudo/thresholds.py)
+    calibrate: str = "none"
+    target_precision: float = 0.9
 
     def validate(self, prefix: str = "pseudo") -> None:
         """Raise ConfigError naming the first key outside its allowed values (RULES)."""
@@ -349,6 +354,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "tau": numbers(0.0, 1.0, low_open=True), "mode": choice("global", "per_class"),
         "per_class_quantile": _FRACTION, "depth_rel_tol": _NONNEG, "batch_size": ints(1, 65536),
         "depth_filter": choice("flip", "calibrated"), "depth_max_rel_err": _POSITIVE,
+        "calibrate": choice("none", "teacher_val"),
+        "target_precision": numbers(0.0, 1.0, low_open=True),
     },
     BagConfig: {
         "sync_tolerance": _NONNEG, "min_gap": _NONNEG, "stride": ints(1),

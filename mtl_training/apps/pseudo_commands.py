@@ -13,7 +13,9 @@ import torch
 from mtl_perception.core.device import resolve_device
 from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.apps.command import Command, UserError, config_from_args
-from mtl_training.data import build_datasets
+from mtl_training.config import ConfigError, DataConfig, from_dict
+from mtl_training.data import build_datasets, build_split
+from mtl_training.data.datasets import MultiTaskDataset
 from mtl_training.pseudo import PseudoLabelError
 from mtl_training.pseudo.run import run_pseudo_label
 from mtl_training.pseudo.teacher import load_teacher
@@ -46,6 +48,20 @@ def _subset_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data.get(k) for k in keys}
 
 
+def teacher_val_split(config: dict[str, Any], encoder: str) -> MultiTaskDataset:
+    """The teacher's own held-out labelled frames (the validation split of the data it trained
+    on, from its checkpoint's config): where pseudo.calibrate=teacher_val reads its thresholds,
+    since the frames being labelled have no labels."""
+    try:
+        data = from_dict(DataConfig, config.get("data") or {}, "teacher data")
+        data.pseudo_labels = None
+        return build_split(data, "val", stats=encoder_input_stats(encoder))
+    except (ConfigError, OSError, ValueError) as exc:
+        raise PseudoLabelError(f"pseudo.calibrate=teacher_val: cannot open the teacher's "
+                               f"validation split ({exc}); its data must be at hand, or use "
+                               "pseudo.calibrate=none") from exc
+
+
 def _pseudo_label(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     if args.tau is not None:
@@ -74,6 +90,8 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     # the calibrated pseudo-depth filter reads its threshold off frames the teacher never
     # trained on that carry sensor depth: the validation split (held out of training)
     calibration = val_set if cfg.pseudo.depth_filter == "calibrated" else None
+    if teacher.target == "seg" and cfg.pseudo.calibrate == "teacher_val":
+        calibration = teacher_val_split(teacher.config, encoder)
     s = run_pseudo_label(teacher, train_set, args.out, cfg.pseudo, device, args.overwrite,
                          args.max_frames, calibration=calibration)
     what = "pixels kept" if teacher.target == "seg" else "depth pixels kept"
@@ -91,6 +109,13 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     if teacher.target == "seg" and "per_class_coverage" in s:
         print("per-class coverage: " + ", ".join(
             f"{n} {100 * v:.0f} %" for n, v in s["per_class_coverage"].items() if v is not None))
+    if "seg_calibration" in s:
+        c = s["seg_calibration"]
+        line = (f"thresholds calibrated on the teacher's held-out frames ({c['frames']} frames): "
+                f"{100 * c['coverage']:.1f} % of their pixels kept at precision "
+                + ("-" if c["precision"] is None else f"{100 * c['precision']:.1f} %")
+                + f" (target {100 * c['target_precision']:.0f} %)")
+        print(line)
     if s.get("cross_domain"):
         print("cross-domain: the teacher was trained on another dataset (manifest: teacher_data); "
               "its accuracy here is not measured unless held-back labels exist")

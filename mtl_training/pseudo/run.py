@@ -65,6 +65,7 @@ from mtl_training.pseudo.thresholds import (
     confidence_histogram,
     depth_keep,
     flip_disagreement,
+    precision_thresholds,
     seg_confidence,
 )
 
@@ -234,6 +235,44 @@ def summarize_records(records: dict[str, dict[str, Any]], task: str,
     return out
 
 
+def calibrate_seg(teacher: LoadedTeacher, calibration: MultiTaskDataset,
+                  cfg: PseudoLabelConfig, device: torch.device, num_classes: int
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-class thresholds at cfg.target_precision on labelled frames the teacher never trained
+    on (pseudo/thresholds.py precision_thresholds), and what they kept there. Pixel precision
+    on the teacher's own held-out frames: on another domain the teacher is less often right at
+    the same confidence, so the target's precision is lower than this (the manifest says
+    cross_domain)."""
+    all_hist = np.zeros((num_classes, CONF_BINS), np.int64)
+    right_hist = np.zeros((num_classes, CONF_BINS), np.int64)
+    frames = 0
+    for item, (conf, arg) in _teacher_outputs(teacher, calibration, list(range(len(calibration))),
+                                              cfg.batch_size, device, None, "calibrate", False):
+        if item.raw_seg is None:
+            continue
+        gt = item.raw_seg.astype(np.int64)
+        scored = gt != IGNORE_INDEX
+        hit = scored & (arg == gt)
+        all_hist += confidence_histogram(conf[scored], arg[scored], num_classes)
+        right_hist += confidence_histogram(conf[hit], arg[hit], num_classes)
+        frames += 1
+    if frames == 0:
+        raise PseudoLabelError("pseudo.calibrate=teacher_val: none of the teacher's held-out "
+                               "frames carries its input and a segmentation label")
+    thresholds, per_class = precision_thresholds(all_hist, right_hist, cfg.tau,
+                                                 cfg.target_precision)
+    total, right = int(all_hist.sum()), int(right_hist.sum())
+    kept = sum(int(all_hist[c, round(t * CONF_BINS):].sum()) if t <= 1.0 else 0
+               for c, t in enumerate(thresholds))
+    kept_right = sum(int(right_hist[c, round(t * CONF_BINS):].sum()) if t <= 1.0 else 0
+                     for c, t in enumerate(thresholds))
+    return thresholds, {"frames": frames, "pixels": total,
+                        "accuracy_all_pixels": right / max(total, 1),
+                        "coverage": kept / max(total, 1),
+                        "precision": kept_right / kept if kept else None,
+                        "target_precision": cfg.target_precision, "per_class": per_class}
+
+
 def calibrate_depth(teacher: LoadedTeacher, calibration: MultiTaskDataset, batch_size: int,
                     device: torch.device) -> DepthCalibration:
     """(flip disagreement, relative error) of the teacher on frames that carry its input and
@@ -303,6 +342,13 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
         settings.update(tau=cfg.tau, mode=cfg.mode)
         if cfg.mode == "per_class":
             settings["per_class_quantile"] = cfg.per_class_quantile
+        if cfg.calibrate == "teacher_val":  # absent for "none": older folders still resume
+            if calibration is None:
+                raise PseudoLabelError(
+                    "pseudo.calibrate=teacher_val needs the teacher's held-out labelled frames "
+                    "(its validation split, with its input and segmentation labels)")
+            settings.update(calibrate=cfg.calibrate, target_precision=cfg.target_precision,
+                            calibration=dataset_identity(calibration.source))
     else:
         settings.update(depth_rel_tol=cfg.depth_rel_tol, max_depth=dataset.info.max_depth)
         if cfg.depth_filter == "calibrated":  # absent for "flip": older folders still resume
@@ -337,13 +383,15 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
             (out / JOURNAL).unlink()
         out.mkdir(parents=True, exist_ok=True)
 
-    thresholds = None
+    thresholds, seg_calibration = None, None
     if task == "seg":
         if previous is not None and previous.get("thresholds") is not None:
             thresholds = np.asarray(previous["thresholds"], np.float64)
+            seg_calibration = previous.get("seg_calibration")
         else:
             hist = None
-            if cfg.mode == "per_class":  # pass 1: each class's confidence distribution
+            if cfg.mode == "per_class" and settings.get("calibrate") != "teacher_val":
+                # pass 1: each class's confidence distribution
                 hist = np.zeros((len(classes), CONF_BINS), np.int64)
                 share = indices[ctx.rank::ctx.world]  # every frame on exactly one rank
                 for _, (conf, arg) in _teacher_outputs(teacher, dataset, share, cfg.batch_size,
@@ -352,8 +400,12 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
                 if ctx.active:
                     total = torch.from_numpy(hist).to(device)
                     hist = ctx.sum_(total).cpu().numpy()
-            thresholds = class_thresholds(len(classes), cfg.tau, cfg.mode, hist,
-                                          cfg.per_class_quantile)
+            if settings.get("calibrate") == "teacher_val":
+                thresholds, seg_calibration = calibrate_seg(teacher, calibration, cfg, device,
+                                                            len(classes))
+            else:
+                thresholds = class_thresholds(len(classes), cfg.tau, cfg.mode, hist,
+                                              cfg.per_class_quantile)
     depth_threshold, calibrated = None, None
     if settings.get("depth_filter") == "calibrated":
         if previous is not None and previous.get("depth_threshold") is not None:
@@ -368,6 +420,8 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
               "planned": planned, **teacher_provenance(teacher.config, identity)}
     if calibrated is not None:  # -1 = nothing kept: no prefix of the ranking was accurate
         header.update(depth_threshold=depth_threshold, calibrated=calibrated)
+    if seg_calibration is not None:
+        header["seg_calibration"] = seg_calibration
     if main:
         write_json_atomic(manifest_path, {**header, "complete": False, "frames": {}})
     ctx.barrier()
@@ -402,6 +456,8 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
     summary = summarize_records(records, task, classes)
     if calibrated is not None:  # what the calibration frames predicted for the kept pixels
         summary["calibration"] = calibrated
+    if seg_calibration is not None:
+        summary["seg_calibration"] = seg_calibration
     if main:
         write_json_atomic(manifest_path, {**header, "complete": complete, "summary": summary,
                                           "frames": records})

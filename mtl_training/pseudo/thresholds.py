@@ -62,6 +62,50 @@ def class_thresholds(num_classes: int, tau: float, mode: str = "global",
     return thr
 
 
+MIN_CALIBRATION_PIXELS = 1000  # held-out pixels a class needs before its precision is read
+
+
+def precision_thresholds(all_hist: np.ndarray, correct_hist: np.ndarray, tau: float,
+                         target_precision: float,
+                         min_pixels: int = MIN_CALIBRATION_PIXELS
+                         ) -> tuple[np.ndarray, list[dict[str, float | str | None]]]:
+    """Per-class thresholds read off labelled frames the teacher never trained on.
+
+    all_hist / correct_hist [C, CONF_BINS]: confidences of the held-out pixels predicted as each
+    class, all of them and those the ground truth agrees with. A class's threshold is the lowest
+    occupied bin whose kept pixels (confidence >= it) reach `target_precision` on those frames: as
+    many pixels as that precision allows. A class the teacher predicts on fewer than
+    `min_pixels` held-out pixels keeps `tau` (too few to read a precision); one that never
+    reaches the target keeps nothing (threshold 1.01). Returns the thresholds and, per class,
+    the rule used with the held-out precision and coverage at its threshold.
+    """
+    num_classes = all_hist.shape[0]
+    thr = np.full(num_classes, tau, dtype=np.float64)
+    report: list[dict[str, float | str | None]] = []
+    for c in range(num_classes):
+        total = int(all_hist[c].sum())
+        if total < min_pixels:
+            report.append({"rule": "tau (too few held-out pixels)", "pixels": total,
+                           "precision": None, "coverage": None})
+            continue
+        kept = np.cumsum(all_hist[c][::-1])[::-1]  # pixels with confidence >= bin b
+        right = np.cumsum(correct_hist[c][::-1])[::-1]
+        precision = np.where(kept > 0, right / np.maximum(kept, 1), 0.0)
+        # only bins holding pixels: an empty stretch below one would admit target pixels of
+        # confidences the held-out frames never showed
+        ok = np.flatnonzero((precision >= target_precision) & (all_hist[c] > 0))
+        if ok.size == 0:
+            thr[c] = 1.01
+            report.append({"rule": "none kept (target precision never reached)",
+                           "pixels": total, "precision": float(precision[0]), "coverage": 0.0})
+            continue
+        b = int(ok[0])
+        thr[c] = b / CONF_BINS
+        report.append({"rule": "calibrated", "pixels": total, "precision": float(precision[b]),
+                       "coverage": float(kept[b] / total)})
+    return thr, report
+
+
 def depth_keep(pred: np.ndarray, pred_flip: np.ndarray, max_depth: float,
                rel_tol: float) -> np.ndarray:
     """Validity rule for pseudo-depth: inside the range and flip-consistent within rel_tol."""

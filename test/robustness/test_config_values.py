@@ -76,6 +76,8 @@ BAD_VALUES = [
     ("pseudo.depth_rel_tol=-1", "pseudo.depth_rel_tol"),
     ("pseudo.depth_filter=median", "pseudo.depth_filter"),
     ("pseudo.depth_max_rel_err=0", "pseudo.depth_max_rel_err"),
+    ("pseudo.calibrate=target", "pseudo.calibrate"),
+    ("pseudo.target_precision=0", "pseudo.target_precision"),
     ("pseudo.batch_size=0", "pseudo.batch_size"),
     ("bag.val_every=-3", "bag.val_every"), ("bag.depth_scale=-1", "bag.depth_scale"),
     ("bag.depth_scale=0", "bag.depth_scale"), ("bag.sync_tolerance=-0.1", "bag.sync_tolerance"),

@@ -300,3 +300,63 @@ def test_manifest_says_where_the_teacher_learned_and_whether_that_is_the_target(
     assert not is_cross_domain({"name": "folder", "root": str(tmp_path / "day1")}, day1)
     assert is_cross_domain({"name": "nyuv2", "root": str(tmp_path / "nyu")}, day1)
     assert is_cross_domain({}, day1)  # unknown teacher data: say cross-domain
+
+
+def test_precision_thresholds_are_the_lowest_confidence_reaching_the_target():
+    """Class 0: right above 0.8, wrong below -> threshold 0.8; class 1 never right -> keeps
+    nothing; class 2 barely predicted -> tau."""
+    from mtl_training.pseudo.thresholds import CONF_BINS, precision_thresholds
+
+    all_h = np.zeros((3, CONF_BINS), np.int64)
+    right = np.zeros((3, CONF_BINS), np.int64)
+    all_h[0, 9000], right[0, 9000] = 1000, 1000  # 0.90: all right
+    all_h[0, 8000], right[0, 8000] = 1000, 900  # 0.80: 90 % right
+    all_h[0, 5000], right[0, 5000] = 2000, 200  # 0.50: mostly wrong
+    all_h[1, 9500] = 2000  # confident and always wrong
+    all_h[2, 9900], right[2, 9900] = 10, 10  # too few held-out pixels to read
+    thr, report = precision_thresholds(all_h, right, tau=0.9, target_precision=0.9)
+    assert thr[0] == pytest.approx(0.8) and report[0]["rule"] == "calibrated"
+    assert report[0]["precision"] == pytest.approx(1900 / 2000)
+    assert report[0]["coverage"] == pytest.approx(2000 / 4000)
+    assert thr[1] > 1.0 and report[1]["coverage"] == 0.0  # never kept
+    assert thr[2] == 0.9 and report[2]["rule"].startswith("tau")
+
+
+def test_thresholds_calibrated_on_the_teachers_held_out_frames(tmp_path):
+    """pseudo.calibrate=teacher_val: thresholds come from labelled frames the teacher never
+    trained on, are recorded with those frames' identity, and a folder resumes with them."""
+    teacher = load_teacher(_save_teacher(tmp_path / "teacher"))
+    held_out = MultiTaskDataset(TinySource(6), (8, 12))  # every label: the teacher's val split
+    cfg = PseudoLabelConfig(tau=0.9, batch_size=2, calibrate="teacher_val",
+                            target_precision=0.3)
+    out = tmp_path / "pseudo"
+    with pytest.raises(PseudoLabelError, match="teacher_val needs the teacher's held-out"):
+        run_pseudo_label(teacher, _dataset(), out, cfg, progress=False)
+    summary = run_pseudo_label(teacher, _dataset(), out, cfg, progress=False,
+                               calibration=held_out)
+    m = json.loads((out / MANIFEST).read_text())
+    cal = m["seg_calibration"]
+    assert m["calibrate"] == "teacher_val" and m["calibration"]["frames"] == 6
+    assert cal["frames"] == 6 and len(cal["per_class"]) == NC
+    assert summary["seg_calibration"]["target_precision"] == 0.3
+    for c, rec in enumerate(cal["per_class"]):  # each threshold is the one its rule says
+        if rec["rule"] == "calibrated":
+            assert rec["precision"] >= 0.3 and m["thresholds"][c] <= 1.0
+        elif rec["rule"].startswith("none"):
+            assert m["thresholds"][c] > 1.0
+    # resuming the folder keeps the calibrated thresholds (not recomputed, not tau)
+    again = run_pseudo_label(teacher, _dataset(), out, cfg, progress=False, calibration=held_out)
+    assert again["complete"]
+    assert json.loads((out / MANIFEST).read_text())["thresholds"] == m["thresholds"]
+
+
+def test_cli_calibrates_seg_thresholds_on_the_teachers_validation_split(tmp_path, capsys):
+    """`--set pseudo.calibrate=teacher_val`: the command opens the teacher's own validation
+    split from its checkpoint's config and prints what the calibration kept there."""
+    out, printed, _ = run_cli_pseudo_label(
+        tmp_path, capsys, ["--set", "pseudo.calibrate=teacher_val",
+                           "--set", "pseudo.target_precision=0.2"])
+    assert "thresholds calibrated on the teacher's held-out frames" in printed
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["calibrate"] == "teacher_val" and m["seg_calibration"]["frames"] > 0
+    assert m["calibration"]["kind"] == "synthetic"  # the teacher's world, held-out rooms
