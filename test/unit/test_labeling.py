@@ -368,9 +368,15 @@ def test_realsense_extract_select_export_import(tmp_path, teacher_run, capsys, r
     sets = ["data.name=folder", f"data.root={data}", "data.seg_fraction=0", "data.height=16",
             "data.width=24", "train.device=cpu"]
     cfg_args = [x for kv in sets for x in ("--set", kv)]
+    # the teacher learned on the procedural world: thresholds from its own held-out rooms
     rc, text, err = run_cli(capsys, "pseudo-label", "--teacher", str(teacher_run), "--out",
-                            str(tmp_path / "pseudo"), *cfg_args)
+                            str(tmp_path / "pseudo"), *cfg_args,
+                            "--set", "pseudo.calibrate=teacher_val")
     assert rc == 0 and "1/1 frames labelled (seg)" in text, err
+    assert "cross-domain" in text and "calibrated on the teacher's held-out frames" in text
+    manifest = json.loads((tmp_path / "pseudo" / "manifest.json").read_text())
+    assert manifest["cross_domain"] and manifest["teacher_data"]["name"] == "synthetic"
+    assert manifest["dataset"]["kind"] == "folder"
     out = tmp_path / "to_label"
     m = select(capsys, data, teacher_run, out, 1)
     (f,) = m["frames"]
