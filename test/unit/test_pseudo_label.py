@@ -360,3 +360,18 @@ def test_cli_calibrates_seg_thresholds_on_the_teachers_validation_split(tmp_path
     m = json.loads((out / MANIFEST).read_text())
     assert m["calibrate"] == "teacher_val" and m["seg_calibration"]["frames"] > 0
     assert m["calibration"]["kind"] == "synthetic"  # the teacher's world, held-out rooms
+
+
+def test_nyuv2_to_robot_config_agrees_on_one_class_set():
+    """The packaged cross-domain config: the bag's classes, the NYUv2-13 teacher and the student
+    name the same 13 classes, and thresholds come from the teacher's held-out frames."""
+    from mtl_training.config import load_packaged_config
+    from mtl_training.data.sources.nyuv2_classes import NYU13_CLASSES
+
+    cfg = load_packaged_config("nyuv2_to_robot")
+    teacher, student = cfg.for_stage("teacher"), cfg.for_stage("student")
+    assert tuple(cfg.bag.classes) == NYU13_CLASSES
+    assert teacher.data.name == "nyuv2" and teacher.data.classes == 13
+    assert teacher.model.num_classes == student.model.num_classes == 13
+    assert student.data.name == "folder" and student.data.seg_fraction == 0.0
+    assert cfg.pseudo.calibrate == "teacher_val"
