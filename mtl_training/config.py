@@ -120,10 +120,16 @@ class DataConfig:
     min_epoch_frames: int = 0  # repeat a small training set (a teacher's) to this many per epoch
     augment: bool = True  # horizontal flip + scale-crop in training
     num_workers: int = 0  # DataLoader workers
+    # several sources in one run (docs/training.md): each entry a partial DataConfig plus
+    # `weight` and `class_map`; unset keys inherit the ones above. None = the single source above
+    sources: list[dict[str, Any]] | None = None
 
     def validate(self, prefix: str = "data") -> None:
         """Raise ConfigError naming the first key outside its allowed values (RULES)."""
         check_rules(self, prefix)
+        if self.sources is not None:
+            from mtl_training.source_config import source_specs  # it imports this module
+            source_specs(self, prefix=prefix)
 
 
 @dataclass

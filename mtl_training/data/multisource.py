@@ -1,0 +1,98 @@
+"""Several data sources in one run (`data.sources`, docs/training.md).
+
+Each source is built exactly as a single-source run builds it (build_sources +
+datasets_from_sources), so its own root, label fractions, depth range, camera and pseudo-labels
+apply. Its segmentation ground truth is remapped into the run's classes by its class map at the
+frame source, before label hiding and augmentation; ids the map does not name become 255
+(ignored). Pseudo-labels are not remapped: a teacher of this run writes them in the run's classes.
+
+Sampling rule: a source's frames are drawn with total probability proportional to its `weight`,
+spread evenly over its frames. With equal weights each source fills an equal share of an epoch
+whatever its size; weight 2 doubles a source's share relative to a weight-1 source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, WeightedRandomSampler
+
+from mtl_perception.core.contracts import FrameSource, RawFrame
+from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
+from mtl_training.config import DataConfig
+from mtl_training.data import build_sources, datasets_from_sources
+from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels
+from mtl_training.data.identity import dataset_identity
+from mtl_training.source_config import IGNORE, SourceSpec, source_specs
+
+
+class RemappedSource:
+    """A frame source whose segmentation ids pass through a class map (unmapped -> 255)."""
+
+    def __init__(self, base: FrameSource, class_map: dict[int, int]) -> None:
+        self.base = base
+        self.info = base.info
+        self.table = np.full(65536, IGNORE, dtype=np.uint8)
+        for src, dst in class_map.items():
+            self.table[src] = dst
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getattr__(self, name: str) -> Any:  # identity/labels read the base's own fields
+        return getattr(self.base, name)
+
+    def frame(self, index: int) -> RawFrame:
+        raw = self.base.frame(index)
+        if raw.seg is None:
+            return raw
+        return replace(raw, seg=self.table[raw.seg.astype(np.int64)])
+
+
+@dataclass
+class MultiSourceData:
+    """The run's data: one training set over every source, one validation set per source."""
+
+    specs: list[SourceSpec]
+    train: ConcatDataset
+    val: dict[str, MultiTaskDataset]
+    identities: list[dict[str, Any]]
+
+    def sample_weights(self) -> torch.Tensor:
+        """Per training frame: its source's weight / that source's frame count."""
+        parts = [torch.full((len(ds),), spec.weight / max(len(ds), 1), dtype=torch.double)
+                 for spec, ds in zip(self.specs, self.train.datasets, strict=True)]
+        return torch.cat(parts)
+
+    def sampler(self, num_samples: int | None = None, seed: int = 0) -> WeightedRandomSampler:
+        """Draws `num_samples` (default: the training set's size) frames by the sampling rule."""
+        gen = torch.Generator().manual_seed(seed)
+        return WeightedRandomSampler(self.sample_weights(), num_samples or len(self.train),
+                                     replacement=True, generator=gen)
+
+
+def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
+                      pseudo: Sequence[PseudoLabels | None] | None = None,
+                      stats: InputStats = IMAGENET_STATS) -> MultiSourceData:
+    """Every source of `cfg` (data.sources, or the single top-level one) built and combined.
+    `pseudo`: per source, its pseudo-label store (or None)."""
+    specs = source_specs(cfg, num_classes=num_classes)
+    trains, vals, identities = [], {}, []
+    for i, spec in enumerate(specs):
+        train_src, val_src = build_sources(spec.data)
+        identity = dataset_identity(train_src)  # the files', not the remapped view's
+        if spec.class_map is not None:
+            train_src = RemappedSource(train_src, spec.class_map)
+            val_src = RemappedSource(val_src, spec.class_map)
+        store = pseudo[i] if pseudo is not None else None
+        train, val = datasets_from_sources(spec.data, (train_src, val_src), store, stats=stats)
+        trains.append(train)
+        vals[spec.label] = val
+        identities.append({"label": spec.label, "weight": spec.weight,
+                           "class_map": spec.class_map,
+                           "identity": identity})
+    return MultiSourceData(specs, ConcatDataset(trains), vals, identities)

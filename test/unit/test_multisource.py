@@ -1,0 +1,81 @@
+"""data.sources: several sources in one run (class maps, sampling weights, validation)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mtl_training.config import ConfigError, DataConfig, from_dict
+from mtl_training.data import build_sources
+from mtl_training.data.multisource import build_multisource
+from mtl_training.source_config import source_specs
+
+SMALL = {"name": "synthetic", "train_frames": 8, "val_frames": 2, "height": 32, "width": 32,
+         "render_height": 32, "render_width": 32, "augment": False}
+
+
+def two_sources(**second: object) -> DataConfig:
+    return from_dict(DataConfig, {**SMALL, "sources": [
+        {"seed": 1}, {"seed": 2, "train_frames": 16, **second}]}, prefix="data")
+
+
+def test_single_source_config_is_unchanged() -> None:
+    cfg = from_dict(DataConfig, dict(SMALL), prefix="data")
+    assert cfg.sources is None
+    (spec,) = source_specs(cfg)
+    assert spec.weight == 1.0 and spec.class_map is None and spec.data.train_frames == 8
+
+
+def test_entries_inherit_top_level_keys_and_get_distinct_labels() -> None:
+    specs = source_specs(two_sources(weight=3), num_classes=7)
+    assert [s.label for s in specs] == ["synthetic0", "synthetic1"]
+    assert [s.data.seed for s in specs] == [1, 2]
+    assert specs[1].data.train_frames == 16 and specs[0].data.train_frames == 8
+    assert all(s.data.height == 32 and s.data.sources is None for s in specs)
+    assert specs[1].weight == 3.0
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"class_map": {1: "sofa"}},
+     "data.sources[1].class_map: 'sofa' is not a class of the run (classes: "),
+    ({"class_map": {1: 9}}, "data.sources[1].class_map: 9 is not a class of the run"),
+    ({"weight": 0}, "data.sources[1].weight: must be > 0"),
+    ({"seg_fraction": 2.0}, "data.sources[1].seg_fraction"),
+    ({"colour": 1}, "data.sources[1].colour"),
+])
+def test_bad_entries_are_refused_in_one_line_naming_the_key(entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        source_specs(two_sources(**entry), num_classes=7)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_map_remaps_ids_on_samples_and_unmapped_become_ignore() -> None:
+    cfg = two_sources(class_map={1: 0, 2: 3})
+    data = build_multisource(cfg, num_classes=7)
+    plain = build_sources(data.specs[1].data)[0]
+    first = len(data.train.datasets[0])
+    seen = set()
+    for i in range(len(plain)):
+        raw = plain.frame(i).seg
+        got = data.train[first + i]["seg"].numpy()
+        expected = np.full(raw.shape, 255)
+        expected[raw == 1], expected[raw == 2] = 0, 3
+        np.testing.assert_array_equal(got, expected)  # rendered at 32x32: no resize
+        seen |= set(np.unique(got).tolist())
+        assert set(np.unique(got).tolist()) <= {0, 3, 255}
+    assert {0, 3, 255} <= seen
+    assert set(np.unique(data.train[0]["seg"].numpy()).tolist()) - {255} - set(range(7)) == set()
+    assert list(data.val) == ["synthetic0", "synthetic1"]
+    assert data.identities[0]["identity"] != data.identities[1]["identity"]
+
+
+def test_weights_set_each_sources_share_of_the_draws() -> None:
+    def share(weight: float) -> float:
+        data = build_multisource(two_sources(weight=weight))
+        first = len(data.train.datasets[0])
+        draws = Counter(i >= first for i in data.sampler(4000, seed=0))
+        return draws[True] / 4000
+    assert abs(share(1) - 0.5) < 0.05  # equal weights: equal shares although 8 vs 16 frames
+    assert abs(share(3) - 0.75) < 0.05
