@@ -91,6 +91,7 @@ from mtl_training.config import (
 from mtl_training.data import build_datasets, check_depth_range, check_task_labels
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.data.identity import describe_identity, same_dataset, training_identity
+from mtl_training.data.multisource import MultiSourceTrainSet, build_multisource, mean_metrics
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
 from mtl_training.pretrained import initialise_encoders
@@ -186,7 +187,14 @@ class Trainer:
             torch.set_num_threads(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
         stats = encoder_input_stats(cfg.model.encoder)  # the normalisation its encoder expects
-        self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo, stats=stats)
+        self.val_sets: dict[str, Any] = {}  # per source, when data.sources lists several
+        if cfg.data.sources and datasets is None:
+            multi = build_multisource(cfg.data, num_classes=cfg.model.num_classes, stats=stats)
+            self.train_set, self.val_sets = MultiSourceTrainSet(multi), multi.val
+            self.val_set = next(iter(self.val_sets.values()))
+        else:
+            self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo,
+                                                                      stats=stats)
         for split in (self.train_set, self.val_set):
             if getattr(split, "stats", stats) != stats:
                 raise ConfigError(f"model.encoder {cfg.model.encoder} expects inputs normalised "
@@ -202,6 +210,8 @@ class Trainer:
         check_task_labels(list(getattr(self.model, "tasks", cfg.model.tasks)), self.train_set)
         # what resume compares: labels imported since the run started change the training set
         self.data_identity = training_identity(getattr(self.train_set, "source", None))
+        if self.val_sets:  # every source's identity, weight and class map
+            self.data_identity = {"sources": multi.identities}
         # a teacher learns only from frames carrying its input and its target (METHOD.md A)
         self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
                                        cfg.data.min_epoch_frames)
@@ -485,6 +495,13 @@ class Trainer:
         return {"loss": float(loss.detach()),
                 **{k: float(v.detach()) for k, v in {**terms, **extra}.items()}}
 
+    def _validate(self, dataset: Dataset) -> dict[str, dict[str, Any]]:
+        """Metrics of one more source's validation set (several sources, data.sources)."""
+        loader = DataLoader(dataset, batch_size=self.cfg.train.batch_size, shuffle=False,
+                            collate_fn=collate)
+        return evaluate(self.model, loader, len(self.info.classes), self.info.classes,
+                        self.device, dataset.info.max_depth)[0]
+
     def _epoch_plan(self) -> dict[str, Any]:
         """The current epoch's order and progress: the interrupted one's, or a fresh shuffle
         seeded by (train.seed, epoch) so a resumed run replays the same order."""
@@ -496,7 +513,9 @@ class Trainer:
             log.warning("training split changed from %d to %d frames: epoch %d restarts",
                         len(p["order"]), n, self.epoch + 1)
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + self.epoch)
-        return {"order": torch.randperm(n, generator=gen), "pos": 0, "sums": {}, "counts": {}}
+        draw = getattr(self.train_set, "draw", None)  # several sources: drawn by weight
+        order = draw(gen) if draw is not None else torch.randperm(n, generator=gen)
+        return {"order": order, "pos": 0, "sums": {}, "counts": {}}
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> Path:
         """Train into the run directory: new, continued (`resume`) or replaced (`overwrite`)."""
@@ -602,6 +621,9 @@ class Trainer:
             metrics, kept = evaluate(self.model, val_loader, len(self.info.classes),
                                      self.info.classes, self.device, self.info.max_depth,
                                      keep=cfg.train.montage_frames)
+            if self.val_sets:  # one validation per source; their mean chooses best.pt
+                metrics = mean_metrics({label: metrics if i == 0 else self._validate(ds)
+                                        for i, (label, ds) in enumerate(self.val_sets.items())})
             last_metrics = metrics
             improved = score(metrics) > self.best
             if improved:

@@ -96,3 +96,41 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                            "class_map": spec.class_map,
                            "identity": identity})
     return MultiSourceData(specs, ConcatDataset(trains), vals, identities)
+
+
+class MultiSourceTrainSet(ConcatDataset):
+    """The sources' training sets as one, with what the trainer reads of a MultiTaskDataset:
+    `info` (the first source's: it names the run's classes, so list the native one first),
+    `stats`, `set_epoch`, and the sampling rule's per-frame weights."""
+
+    def __init__(self, data: MultiSourceData) -> None:
+        super().__init__(data.train.datasets)
+        first = data.train.datasets[0]
+        self.info = first.info
+        self.stats = first.stats
+        self.weights = data.sample_weights()
+
+    def set_epoch(self, epoch: int) -> None:
+        for ds in self.datasets:
+            ds.set_epoch(epoch)
+
+    def draw(self, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's order: len(self) frames drawn by the sampling rule (with replacement)."""
+        return torch.multinomial(self.weights, len(self), replacement=True, generator=generator)
+
+
+def mean_metrics(per_source: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The mean over sources of every scalar metric all of them report (what chooses best.pt),
+    with each source's full metrics under `sources`."""
+    out: dict[str, Any] = {}
+    tasks = set.intersection(*(set(m) for m in per_source.values()))
+    for task in sorted(tasks):
+        keys = set.intersection(*(set(m[task]) for m in per_source.values()))
+        means = {}
+        for key in sorted(keys):
+            values = [m[task][key] for m in per_source.values()]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                means[key] = float(np.mean(values))
+        out[task] = means
+    out["sources"] = per_source
+    return out

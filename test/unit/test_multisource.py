@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mtl_training.config import ConfigError, DataConfig, from_dict
+from mtl_training.checkpoint import load_checkpoint
+from mtl_training.config import ConfigError, DataConfig, ExperimentConfig, from_dict
 from mtl_training.data import build_sources
 from mtl_training.data.multisource import build_multisource
 from mtl_training.source_config import source_specs
+from mtl_training.trainer import train
 
 SMALL = {"name": "synthetic", "train_frames": 8, "val_frames": 2, "height": 32, "width": 32,
          "render_height": 32, "render_width": 32, "augment": False}
@@ -79,3 +83,23 @@ def test_weights_set_each_sources_share_of_the_draws() -> None:
         return draws[True] / 4000
     assert abs(share(1) - 0.5) < 0.05  # equal weights: equal shares although 8 vs 16 frames
     assert abs(share(3) - 0.75) < 0.05
+
+
+def test_two_source_run_validates_per_source_and_records_both(tmp_path: Path) -> None:
+    cfg = ExperimentConfig()
+    cfg.data = two_sources(weight=2, class_map={i: i for i in range(6)})
+    cfg.model.decoder_channels, cfg.model.decoder_convs = 8, 1
+    t = cfg.train
+    t.out_dir, t.epochs, t.batch_size, t.lr = str(tmp_path / "run"), 1, 4, 1e-3
+    t.device, t.num_threads, t.montage_frames = "cpu", 1, 0
+    run = train(cfg)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    per = record["val"]["sources"]
+    assert sorted(per) == ["synthetic0", "synthetic1"]
+    mean = np.mean([per[s]["seg"]["miou"] for s in per])
+    assert record["val"]["seg"]["miou"] == pytest.approx(mean)
+    ckpt = load_checkpoint(run / "best.pt")
+    sources = ckpt["dataset"]["sources"]
+    assert [s["label"] for s in sources] == ["synthetic0", "synthetic1"]
+    assert [s["weight"] for s in sources] == [1.0, 2.0]
+    assert sources[0]["identity"] != sources[1]["identity"]
