@@ -89,6 +89,10 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -
                     "pseudo_labels": cfg["data"].get("pseudo_labels"), "commit": git_commit(),
                     # where the encoder's initial weights came from (None: from scratch)
                     "pretrained": ckpt.get("pretrained"),
+                    # data.sources: every source's identity, weight and class map
+                    **({"sources": ckpt["dataset"]["sources"]}
+                       if isinstance(ckpt.get("dataset"), dict) and "sources" in ckpt["dataset"]
+                       else {}),
                     "epoch": ckpt["epoch"], "metrics": ckpt.get("metrics", {})}
         classes, palette = list(info["classes"]), [list(c) for c in info["palette"]]
         preprocess = training_preprocess(cfg["data"], cfg["model"].get("encoder", "resnet18"))

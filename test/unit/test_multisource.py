@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtl_perception.core.artifact import read_metadata
 from mtl_training.checkpoint import load_checkpoint
 from mtl_training.config import ConfigError, DataConfig, ExperimentConfig, from_dict
 from mtl_training.data import build_sources
 from mtl_training.data.multisource import build_multisource
+from mtl_training.export import export_run
 from mtl_training.source_config import source_specs
 from mtl_training.trainer import train
 
@@ -103,3 +105,5 @@ def test_two_source_run_validates_per_source_and_records_both(tmp_path: Path) ->
     assert [s["label"] for s in sources] == ["synthetic0", "synthetic1"]
     assert [s["weight"] for s in sources] == [1.0, 2.0]
     assert sources[0]["identity"] != sources[1]["identity"]
+    meta = read_metadata(export_run(run, tmp_path / "model.mtl"))
+    assert [s["label"] for s in meta.training["sources"]] == ["synthetic0", "synthetic1"]
