@@ -79,7 +79,7 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                       pseudo: Sequence[PseudoLabels | None] | None = None,
                       stats: InputStats = IMAGENET_STATS) -> MultiSourceData:
     """Every source of `cfg` (data.sources, or the single top-level one) built and combined.
-    `pseudo`: per source, its pseudo-label store (or None)."""
+    `pseudo`: per source, its pseudo-label store; None: each entry's `pseudo_labels` folder."""
     specs = source_specs(cfg, num_classes=num_classes)
     trains, vals, identities = [], {}, []
     for i, spec in enumerate(specs):
@@ -89,6 +89,9 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
             train_src = RemappedSource(train_src, spec.class_map)
             val_src = RemappedSource(val_src, spec.class_map)
         store = pseudo[i] if pseudo is not None else None
+        if store is None and spec.data.pseudo_labels:  # the entry's own pseudo-label folder
+            from mtl_training.pseudo.store import PseudoLabelStore  # pseudo imports data
+            store = PseudoLabelStore(spec.data.pseudo_labels)
         train, val = datasets_from_sources(spec.data, (train_src, val_src), store, stats=stats)
         trains.append(train)
         vals[spec.label] = val
