@@ -1,8 +1,9 @@
 """`data.sources`: several data sources in one run, each resolved to its own DataConfig.
 
 Each entry is a partial DataConfig plus `weight` (sampling weight, default 1), `class_map`
-(source class id -> run class id; unmapped ids become 255, ignored) and `label` (the prefix of
-its validation metrics; default its dataset name, numbered when two share one). Keys an entry
+(source class id or name -> run class id or name; unmapped ids become 255, ignored) and
+`label` (the prefix of its validation metrics; default its dataset name, numbered when two
+share one). Keys an entry
 does not set inherit the top-level `data` keys, so height, width and augmentation stay shared.
 """
 
@@ -23,19 +24,20 @@ class SourceSpec:
     label: str
     data: DataConfig
     weight: float = 1.0
-    class_map: dict[int, int] | None = None
+    class_map: dict[int | str, int | str] | None = None  # names until resolve_class_map
 
 
-def _class_id(value: object, key: str, what: str, num_classes: int | None) -> int:
-    """A class id from a YAML key or value; names are refused (the run's classes are ids)."""
+def _class_id(value: object, key: str, what: str, num_classes: int | None) -> int | str:
+    """A class id from a YAML key or value, or a class name (resolved once the sources' class
+    names are known: multisource.resolve_class_map)."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: {value!r} is not a class {what}")
     try:
         cid = int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        allowed = (f" (classes: 0..{num_classes - 1})" if num_classes
-                   else " (classes: ids 0..model.num_classes-1)")
-        raise ConfigError(f"{key}: {value!r} is not a class {what}{allowed}") from None
+        if isinstance(value, str) and value.strip():
+            return value
+        raise ConfigError(f"{key}: {value!r} is not a class {what}") from None
     upper = num_classes if (num_classes and what == "of the run") else IGNORE + 1
     if cid < 0 or cid >= upper or (what == "of the run" and cid == IGNORE):
         allowed = f" (classes: 0..{upper - 1})" if what == "of the run" else ""

@@ -23,11 +23,26 @@ from torch.utils.data import ConcatDataset, WeightedRandomSampler
 
 from mtl_perception.core.contracts import FrameSource, RawFrame
 from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
-from mtl_training.config import DataConfig
+from mtl_training.config import ConfigError, DataConfig
 from mtl_training.data import build_sources, datasets_from_sources
 from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels
 from mtl_training.data.identity import dataset_identity
 from mtl_training.source_config import IGNORE, SourceSpec, source_specs
+
+
+def resolve_class_map(class_map: dict[int | str, int | str], source: list[str],
+                      run: list[str], key: str) -> dict[int, int]:
+    """Class names of a map turned into ids: keys among the source's classes, values among the
+    run's (the first source's); a name that is neither refuses in one line naming `key`."""
+    def one(value: int | str, names: list[str], what: str) -> int:
+        if isinstance(value, int):
+            return value
+        if value not in names:
+            raise ConfigError(f"{key}: {value!r} is not a class {what} "
+                              f"(classes: {', '.join(names)})")
+        return names.index(value)
+    return {one(s, source, "of the source"): one(t, run, "of the run")
+            for s, t in class_map.items()}
 
 
 class RemappedSource:
@@ -82,10 +97,14 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
     `pseudo`: per source, its pseudo-label store; None: each entry's `pseudo_labels` folder."""
     specs = source_specs(cfg, num_classes=num_classes)
     trains, vals, identities = [], {}, []
+    run_classes: list[str] = []
     for i, spec in enumerate(specs):
         train_src, val_src = build_sources(spec.data)
+        run_classes = run_classes or list(train_src.info.classes)  # the first source's
         identity = dataset_identity(train_src)  # the files', not the remapped view's
         if spec.class_map is not None:
+            spec.class_map = resolve_class_map(spec.class_map, list(train_src.info.classes),
+                                               run_classes, f"data.sources[{i}].class_map")
             train_src = RemappedSource(train_src, spec.class_map)
             val_src = RemappedSource(val_src, spec.class_map)
         store = pseudo[i] if pseudo is not None else None

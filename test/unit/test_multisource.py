@@ -44,8 +44,6 @@ def test_entries_inherit_top_level_keys_and_get_distinct_labels() -> None:
 
 
 @pytest.mark.parametrize(("entry", "message"), [
-    ({"class_map": {1: "sofa"}},
-     "data.sources[1].class_map: 'sofa' is not a class of the run (classes: "),
     ({"class_map": {1: 9}}, "data.sources[1].class_map: 9 is not a class of the run"),
     ({"weight": 0}, "data.sources[1].weight: must be > 0"),
     ({"seg_fraction": 2.0}, "data.sources[1].seg_fraction"),
@@ -55,6 +53,16 @@ def test_bad_entries_are_refused_in_one_line_naming_the_key(entry: dict, message
     with pytest.raises(ConfigError) as err:
         source_specs(two_sources(**entry), num_classes=7)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_names_resolve_and_unknown_names_are_refused() -> None:
+    names = list(build_sources(DataConfig(**SMALL))[0].info.classes)
+    data = build_multisource(two_sources(class_map={names[1]: names[0], 2: names[3]}))
+    assert data.specs[1].class_map == {1: 0, 2: 3}
+    with pytest.raises(ConfigError) as err:
+        build_multisource(two_sources(class_map={1: "sofa"}))
+    assert str(err.value).startswith("data.sources[1].class_map: 'sofa' is not a class of the run "
+                                     f"(classes: {', '.join(names)})")
 
 
 def test_class_map_remaps_ids_on_samples_and_unmapped_become_ignore() -> None:
