@@ -115,3 +115,17 @@ def test_two_source_run_validates_per_source_and_records_both(tmp_path: Path) ->
     assert sources[0]["identity"] != sources[1]["identity"]
     meta = read_metadata(export_run(run, tmp_path / "model.mtl"))
     assert [s["label"] for s in meta.training["sources"]] == ["synthetic0", "synthetic1"]
+
+
+def test_two_source_run_resumes(tmp_path: Path) -> None:
+    cfg = ExperimentConfig()
+    cfg.data = two_sources(weight=2)
+    cfg.model.decoder_channels, cfg.model.decoder_convs = 8, 1
+    t = cfg.train
+    t.out_dir, t.epochs, t.batch_size, t.lr = str(tmp_path / "run"), 1, 4, 1e-3
+    t.device, t.num_threads, t.montage_frames = "cpu", 1, 0
+    run = train(cfg)
+    t.epochs = 2
+    train(cfg, resume=True)  # the recorded sources' identities match: no refusal
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
