@@ -95,6 +95,7 @@ from mtl_training.data.multisource import MultiSourceTrainSet, build_multisource
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
 from mtl_training.pretrained import initialise_encoders
+from mtl_training.pseudo.store import PseudoLabelStore
 from mtl_training.report import montage, save_rgb_png
 from mtl_training.tblog import TB_DIR, TensorBoardLog
 from mtl_training.weighting import build_weighting
@@ -189,7 +190,8 @@ class Trainer:
         stats = encoder_input_stats(cfg.model.encoder)  # the normalisation its encoder expects
         self.val_sets: dict[str, Any] = {}  # per source, when data.sources lists several
         if cfg.data.sources and datasets is None:
-            multi = build_multisource(cfg.data, num_classes=cfg.model.num_classes, stats=stats)
+            multi = build_multisource(cfg.data, num_classes=cfg.model.num_classes, stats=stats,
+                                      open_pseudo=PseudoLabelStore)
             self.train_set, self.val_sets = MultiSourceTrainSet(multi), multi.val
             self.val_set = next(iter(self.val_sets.values()))
         else:

@@ -17,6 +17,7 @@ from mtl_training.config import ConfigError, ExperimentConfig, load_config
 from mtl_training.data.bags.reader import BagError
 from mtl_training.data.sources.folder import DatasetFormatError
 from mtl_training.pseudo import PseudoLabelError
+from mtl_training.source_config import source_specs
 
 
 class UserError(Exception):
@@ -47,5 +48,9 @@ def add_config_options(p: argparse.ArgumentParser,
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """Defaults, then `--config`, then the `--set` overrides."""
-    return load_config(args.config, args.set)
+    """Defaults, then `--config`, then the `--set` overrides; data.sources entries are checked
+    here too, so a bad entry fails at load, before any data is opened."""
+    cfg = load_config(args.config, args.set)
+    if cfg.data.sources is not None:
+        source_specs(cfg.data)
+    return cfg

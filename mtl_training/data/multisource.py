@@ -13,7 +13,7 @@ whatever its size; weight 2 doubles a source's share relative to a weight-1 sour
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -92,9 +92,12 @@ class MultiSourceData:
 
 def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                       pseudo: Sequence[PseudoLabels | None] | None = None,
+                      open_pseudo: Callable[[str], PseudoLabels] | None = None,
                       stats: InputStats = IMAGENET_STATS) -> MultiSourceData:
     """Every source of `cfg` (data.sources, or the single top-level one) built and combined.
-    `pseudo`: per source, its pseudo-label store; None: each entry's `pseudo_labels` folder."""
+    `pseudo`: per source, its pseudo-label store; None: each entry's `pseudo_labels` folder,
+    opened by `open_pseudo` (the trainer passes PseudoLabelStore: pseudo/ imports data/, so
+    data/ takes the opener instead of importing it)."""
     specs = source_specs(cfg, num_classes=num_classes)
     trains, vals, identities = [], {}, []
     run_classes: list[str] = []
@@ -109,8 +112,10 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
             val_src = RemappedSource(val_src, spec.class_map)
         store = pseudo[i] if pseudo is not None else None
         if store is None and spec.data.pseudo_labels:  # the entry's own pseudo-label folder
-            from mtl_training.pseudo.store import PseudoLabelStore  # pseudo imports data
-            store = PseudoLabelStore(spec.data.pseudo_labels)
+            if open_pseudo is None:
+                raise ConfigError(f"data.sources[{i}].pseudo_labels: no pseudo-label reader "
+                                  "given (build_multisource(..., open_pseudo=PseudoLabelStore))")
+            store = open_pseudo(spec.data.pseudo_labels)
         train, val = datasets_from_sources(spec.data, (train_src, val_src), store, stats=stats)
         trains.append(train)
         vals[spec.label] = val
