@@ -101,6 +101,8 @@ class DataConfig:
     width: int = 128  # network input width, pixels
     render_height: int = 120  # synthetic: rendered size before resizing to height x width
     render_width: int = 160
+    style: str = "standard"  # synthetic: standard | robot (another camera, light, materials:
+    #                          a second domain, data/sources/world_style.py)
     max_depth: float | None = None  # metres; depth beyond is invalid. None = the dataset's own
     #                                 range (synthetic 10, folder: dataset.json, nyuv2 10,
     #                                 cityscapes 100); model.max_depth must cover it
@@ -319,6 +321,9 @@ class ExperimentConfig:
 
 
 _SIDE = ints(MIN_SIDE, MAX_SIDE)
+# data/sources/world_style.py STYLES (not imported: data/ imports this module; a test keeps them
+# equal)
+WORLD_STYLES = ("standard", "robot")
 _FRACTION = numbers(0.0, 1.0)
 _NONNEG = numbers(0.0)
 _POSITIVE = numbers(0.0, low_open=True)
@@ -328,7 +333,8 @@ RULES: dict[type, dict[str, Rule]] = {
     DataConfig: {
         "seed": SEED, "train_frames": ints(1), "val_frames": ints(0),
         "height": _SIDE, "width": _SIDE, "render_height": _SIDE, "render_width": _SIDE,
-        "max_depth": optional(_POSITIVE), "classes": optional(ints(1, 65535)),
+        "style": choice(*WORLD_STYLES), "max_depth": optional(_POSITIVE),
+        "classes": optional(ints(1, 65535)),
         "depth_target": choice("depth", "inverse"), "val_fraction": numbers(0.0, 0.9),
         "train_count": optional(ints(1)),
         "seg_fraction": _FRACTION, "depth_fraction": _FRACTION,

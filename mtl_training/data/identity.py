@@ -46,7 +46,10 @@ def dataset_identity(source: FrameSource) -> dict[str, Any]:
         return {"kind": "synthetic", "name": source.info.name, "root": None,
                 "seed": source.seed, "start": source.start, "frames": n,
                 "render_size": [source.cfg.height, source.cfg.width],
-                "max_depth": source.cfg.max_depth, "frame_ids_sha256": _ids_sha256(ids)}
+                "max_depth": source.cfg.max_depth, "frame_ids_sha256": _ids_sha256(ids),
+                # recorded only off the standard style, so identities written before styles
+                # existed still match
+                **({"style": source.cfg.style} if source.cfg.style != "standard" else {})}
     listed = getattr(source, "frame_ids", None)  # nyuv2 / cityscapes list ids without loading
     ids = (list(map(str, listed())) if callable(listed)
            else [str(source.frame(i).meta.get("frame_id", f"{i:06d}")) for i in range(n)])
@@ -72,8 +75,10 @@ def describe_identity(identity: dict[str, Any]) -> str:
                 f"{ids}, dataset.json sha256 {str(identity.get('dataset_json_sha256'))[:12]})")
     if kind == "synthetic":
         h, w = identity.get("render_size", ["?", "?"])
-        return (f"synthetic world seed {identity.get('seed')} ({identity.get('frames')} frames "
-                f"from {identity.get('start')}, {h}x{w}, ids {ids})")
+        style = identity.get("style", "standard")
+        return (f"synthetic world seed {identity.get('seed')} ({style} style, "
+                f"{identity.get('frames')} frames from {identity.get('start')}, {h}x{w}, "
+                f"ids {ids})")
     return f"{kind} dataset '{name}' ({identity.get('frames')} frames, ids {ids})"
 
 

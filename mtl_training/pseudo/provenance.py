@@ -41,7 +41,7 @@ def is_cross_domain(teacher: dict[str, Any], target: dict[str, Any]) -> bool:
     name, kind = teacher.get("name"), target.get("kind")
     if kind == "synthetic":
         return not (name == "synthetic" and teacher.get("seed", 0) == target.get("seed")
-                    and teacher.get("style") == target.get("style"))
+                    and teacher.get("style", "standard") == target.get("style", "standard"))
     if kind == "folder":
         return not (name == "folder" and _same_root(teacher.get("root"), target.get("root")))
     target_name = str(target.get("name", "")).lower()

@@ -53,7 +53,7 @@ BAD_VALUES = [
     ("data.seg_count=-1", "data.seg_count"), ("data.depth_count=-2", "data.depth_count"),
     ("data.seg_frames=[-1, 2]", "data.seg_frames"), ("data.seed=-3", "data.seed"),
     ("data.pseudo_weight=-1", "data.pseudo_weight"), ("data.num_workers=-1", "data.num_workers"),
-    ("data.min_epoch_frames=-1", "data.min_epoch_frames"),
+    ("data.min_epoch_frames=-1", "data.min_epoch_frames"), ("data.style=sunny", "data.style"),
     ("model.num_classes=0", "model.num_classes"), ("model.num_classes=100000", "model.num_classes"),
     ("model.decoder_channels=0", "model.decoder_channels"),
     ("model.decoder_channels=100000", "model.decoder_channels"),
@@ -96,7 +96,7 @@ GOOD_VALUES = ["data.seg_fraction=0", "data.seg_fraction=1", "data.val_frames=0"
                "loss.xtc_lambda_seg=0", "loss.xtc_lambda_depth=1", "data.height=8",
                "train.weight_decay=0", "data.seg_frames=[0, 3]", "data.seg_count=0",
                "data.val_fraction=0", "data.max_depth=null", "data.classes=40",
-               "data.depth_target=inverse"]
+               "data.depth_target=inverse", "data.style=robot"]
 
 
 def _one_line(exc: BaseException) -> str:

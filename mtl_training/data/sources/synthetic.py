@@ -31,6 +31,7 @@ from mtl_perception.core.contracts import IGNORE_INDEX, DatasetInfo, RawFrame
 from mtl_training.config import ConfigError, DataConfig
 from mtl_training.data.sources.folder import read_index, write_frame, write_index
 from mtl_training.data.sources.holdout import check_split
+from mtl_training.data.sources.world_style import WorldStyle, world_style
 
 __all__ = ["CLASSES", "IGNORE_INDEX", "PALETTE", "Frame", "SyntheticSource", "WorldConfig",
            "render_frame", "write_synthetic_folder"]
@@ -68,35 +69,41 @@ _AIM_ATTEMPTS = 6
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Sensor and image settings; the scene distribution itself is fixed by design.
+    """Sensor and image settings, and the world's style; the scene distribution of a style is
+    fixed by design.
 
     Attributes:
         height, width: image size in pixels.
-        hfov_deg: horizontal field of view; square pixels, so the vertical one follows.
+        hfov_deg: horizontal field of view; square pixels, so the vertical one follows. None:
+            the style's lens (70 degrees in the standard style).
         max_depth: sensor range in metres; farther depth reads 0 (invalid).
-        rgb_noise: std of Gaussian pixel noise on the 0..255 scale.
+        rgb_noise: std of Gaussian pixel noise on the 0..255 scale. None: the style's (4).
         depth_noise: depth noise std at 1 m; grows with z^2 like a structured-light sensor.
         hole_fraction: approximate fraction of depth pixels knocked out as blobs.
+        style: `standard` or `robot` (world_style.py: camera mount, light, materials); a
+            style other than standard draws its rooms from its own random stream.
     """
 
     height: int = 120
     width: int = 160
-    hfov_deg: float = 70.0
+    hfov_deg: float | None = None
     max_depth: float = 10.0
-    rgb_noise: float = 4.0
+    rgb_noise: float | None = None
     depth_noise: float = 0.01
     hole_fraction: float = 0.03
+    style: str = "standard"
 
     def __post_init__(self) -> None:
         if self.height < 2 or self.width < 2:
             raise ValueError(
                 f"WorldConfig: image size must be >= 2x2, got {self.height}x{self.width}"
             )
-        if not 1.0 <= self.hfov_deg <= 170.0:
+        world_style(self.style)  # an unknown style fails here, listing the styles
+        if not 1.0 <= self.fov_deg <= 170.0:
             raise ValueError(f"WorldConfig: hfov_deg must be in [1, 170], got {self.hfov_deg}")
         if self.max_depth <= 0:
             raise ValueError(f"WorldConfig: max_depth must be > 0 metres, got {self.max_depth}")
-        if self.rgb_noise < 0 or self.depth_noise < 0:
+        if self.colour_noise < 0 or self.depth_noise < 0:
             raise ValueError("WorldConfig: rgb_noise and depth_noise must be >= 0")
         if not 0.0 <= self.hole_fraction < 1.0:
             raise ValueError(
@@ -116,9 +123,23 @@ class WorldConfig:
         return replace(self, depth_noise=self.depth_noise * factor,
                        hole_fraction=min(self.hole_fraction * factor, 0.5))
 
+    @property
+    def look(self) -> WorldStyle:
+        return world_style(self.style)
+
+    @property
+    def fov_deg(self) -> float:
+        """The horizontal field of view in use: hfov_deg, or the style's lens."""
+        return self.look.hfov_deg if self.hfov_deg is None else self.hfov_deg
+
+    @property
+    def colour_noise(self) -> float:
+        """The colour noise std in use: rgb_noise, or the style's sensor's."""
+        return self.look.rgb_noise if self.rgb_noise is None else self.rgb_noise
+
     def intrinsics(self) -> np.ndarray:
         """Pinhole K [3, 3] (float64) with the principal point at the image centre."""
-        fx = 0.5 * self.width / math.tan(math.radians(self.hfov_deg) / 2.0)
+        fx = 0.5 * self.width / math.tan(math.radians(self.fov_deg) / 2.0)
         return np.array(
             [[fx, 0.0, (self.width - 1) / 2.0], [0.0, fx, (self.height - 1) / 2.0], [0.0, 0.0, 1.0]]
         )
@@ -176,8 +197,9 @@ class _Materials:
 def render_frame(seed: int, index: int, cfg: WorldConfig = WorldConfig()) -> Frame:
     """Render frame ``index`` of the world family ``seed``.
 
-    Deterministic: all randomness comes from ``np.random.default_rng([seed, index])``, so the same
-    arguments give bit-identical arrays on any machine with the same numpy.
+    Deterministic: all randomness comes from ``np.random.default_rng([seed, index])`` (a style
+    other than standard appends its own stream id), so the same arguments give bit-identical
+    arrays on any machine with the same numpy.
 
     Args:
         seed: dataset seed (non-negative).
@@ -191,16 +213,17 @@ def render_frame(seed: int, index: int, cfg: WorldConfig = WorldConfig()) -> Fra
         raise ValueError(
             f"render_frame: seed and index must be >= 0, got seed={seed} index={index}"
         )
-    rng = np.random.default_rng([seed, index])
+    style = cfg.look
+    rng = np.random.default_rng([seed, index, *style.stream])
     K = cfg.intrinsics()
-    scene, cam_pos = _sample_scene(rng)
-    materials = _sample_materials(rng, int(scene.surf_group.max()) + 1)
+    scene, cam_pos = _sample_scene(rng, style)
+    materials = _sample_materials(rng, int(scene.surf_group.max()) + 1, style)
     d_cam = _camera_rays(K, cfg.height, cfg.width)  # [3, H*W], z component 1
 
     # Aim the camera; retry a few orientations so every frame shows at least three classes.
     # Arrays are channel-first ([3, H, W]) so every per-component operation is contiguous.
     for _ in range(_AIM_ATTEMPTS):
-        R_wc = _sample_orientation(rng, scene, cam_pos)
+        R_wc = _sample_orientation(rng, scene, cam_pos, style)
         # [3, H, W] world directions, still scaled so that the ray parameter is z depth
         dirs = (R_wc.astype(np.float32) @ d_cam).reshape(3, cfg.height, cfg.width)
         t, face, sid = _cast(scene, cam_pos, dirs, R_wc, K)
@@ -233,7 +256,7 @@ def _overlaps(rect: tuple[float, float, float, float], others: list, gap: float)
     )
 
 
-def _sample_scene(rng: np.random.Generator) -> tuple[_Scene, np.ndarray]:
+def _sample_scene(rng: np.random.Generator, style: WorldStyle) -> tuple[_Scene, np.ndarray]:
     """Sample a room, a camera position and furniture that keeps clear of the camera.
 
     The camera position is drawn first and furniture avoids its footprint, so the camera can never
@@ -242,7 +265,7 @@ def _sample_scene(rng: np.random.Generator) -> tuple[_Scene, np.ndarray]:
     lx, ly = rng.uniform(3.0, 7.0, size=2)
     lz = rng.uniform(2.4, 3.2)
     cam = np.array(
-        [rng.uniform(0.5, lx - 0.5), rng.uniform(0.5, ly - 0.5), rng.uniform(0.8, 1.8)],
+        [rng.uniform(0.5, lx - 0.5), rng.uniform(0.5, ly - 0.5), rng.uniform(*style.camera_height)],
         dtype=np.float32,
     )
     k = _CAMERA_KEEP_OUT
@@ -350,10 +373,11 @@ def _sample_scene(rng: np.random.Generator) -> tuple[_Scene, np.ndarray]:
     return scene, cam
 
 
-def _sample_materials(rng: np.random.Generator, n: int) -> _Materials:
+def _sample_materials(rng: np.random.Generator, n: int, style: WorldStyle) -> _Materials:
     """Draw ``n`` materials from ONE distribution shared by every class (see module docstring)."""
+    sat, val = style.saturation, style.value
     hsv = np.stack(
-        [rng.uniform(0, 1, n), rng.uniform(0.0, 0.65, n), rng.uniform(0.25, 0.95, n)], axis=1
+        [rng.uniform(0, 1, n), rng.uniform(*sat, n), rng.uniform(*val, n)], axis=1
     )
     c1 = _hsv_to_rgb(hsv)
     # Second colour: a darker/lighter shade of the first, or an unrelated colour.
@@ -361,14 +385,17 @@ def _sample_materials(rng: np.random.Generator, n: int) -> _Materials:
     hsv_shade[:, 2] = np.clip(hsv[:, 2] * rng.uniform(0.45, 1.3, n), 0.05, 1.0)
     shade = _hsv_to_rgb(hsv_shade)
     other = _hsv_to_rgb(
-        np.stack([rng.uniform(0, 1, n), rng.uniform(0, 0.65, n), rng.uniform(0.25, 0.95, n)], 1)
+        np.stack([rng.uniform(0, 1, n), rng.uniform(*sat, n), rng.uniform(*val, n)], 1)
     )
     c2 = np.where((rng.random(n) < 0.6)[:, None], shade, other)
     angle = rng.uniform(0, np.pi, n)
+    kind = rng.integers(0, 4, n)
+    if style.plain > 0:  # drawn only by such a style: the standard stream stays as it was
+        kind = np.where(rng.random(n) < style.plain, _PATTERN_PLAIN, kind)
     return _Materials(
         c1=c1.astype(np.float32),
         c2=c2.astype(np.float32),
-        kind=rng.integers(0, 4, n),
+        kind=kind,
         period=np.exp(rng.uniform(np.log(0.05), np.log(0.6), n)).astype(np.float32),
         rot=np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32),
         offset=rng.uniform(0, 10, (n, 2)).astype(np.float32),
@@ -384,7 +411,8 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def _sample_orientation(rng: np.random.Generator, scene: _Scene, cam: np.ndarray) -> np.ndarray:
+def _sample_orientation(rng: np.random.Generator, scene: _Scene, cam: np.ndarray,
+                        style: WorldStyle) -> np.ndarray:
     """Camera rotation R_world_cam [3, 3]: aim near a random object, look slightly down, small roll.
 
     Aiming at furniture most of the time keeps frames informative (a bare wall teaches little);
@@ -396,7 +424,7 @@ def _sample_orientation(rng: np.random.Generator, scene: _Scene, cam: np.ndarray
         yaw = math.atan2(target[1] - cam[1], target[0] - cam[0]) + rng.uniform(-0.4, 0.4)
     else:
         yaw = rng.uniform(-np.pi, np.pi)
-    pitch = math.radians(rng.uniform(2.0, 22.0))  # positive = looking down
+    pitch = math.radians(rng.uniform(*style.pitch_deg))  # positive = looking down
     roll = math.radians(rng.uniform(-4.0, 4.0))
     cp = math.cos(pitch)
     fwd = np.array([math.cos(yaw) * cp, math.sin(yaw) * cp, -math.sin(pitch)])
@@ -586,9 +614,10 @@ def _shade(
         [rng.uniform(0.2, lx - 0.2), rng.uniform(0.2, ly - 0.2), rng.uniform(0.35, 0.85) * lz],
         dtype=np.float32,
     )
-    ambient = rng.uniform(0.3, 0.5)
+    style = cfg.look
+    ambient = rng.uniform(*style.ambient)
     power = rng.uniform(0.8, 1.3)
-    exposure = rng.uniform(0.85, 1.1)
+    exposure = rng.uniform(*style.exposure)
     to_light = light[:, None, None] - points  # [3, H, W]
     dist2 = to_light[0] ** 2 + to_light[1] ** 2 + to_light[2] ** 2  # [H, W]
     n_dot_l = normals[0] * to_light[0] + normals[1] * to_light[1] + normals[2] * to_light[2]
@@ -598,11 +627,12 @@ def _shade(
     shade *= np.float32(255.0 * exposure)
     h, w = shade.shape
     rgb = np.empty((h, w, 3), dtype=np.float32)
-    noise = rng.standard_normal((3, h, w), dtype=np.float32) if cfg.rgb_noise > 0 else None
+    noise = rng.standard_normal((3, h, w), dtype=np.float32) if cfg.colour_noise > 0 else None
     for i in range(3):
-        channel = albedo[i] * shade + 0.5  # +0.5: round instead of truncate below
+        lit = shade if style.colour_gain[i] == 1.0 else shade * np.float32(style.colour_gain[i])
+        channel = albedo[i] * lit + 0.5  # +0.5: round instead of truncate below
         if noise is not None:
-            channel += noise[i] * np.float32(cfg.rgb_noise)
+            channel += noise[i] * np.float32(cfg.colour_noise)
         rgb[..., i] = channel
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
@@ -696,7 +726,7 @@ TEST_OFFSET = 2_000_000  # the test split's first world index (train 0.., val VA
 
 def _world(cfg: DataConfig) -> WorldConfig:
     return WorldConfig(height=cfg.render_height, width=cfg.render_width,
-                       max_depth=cfg.max_depth or SYNTHETIC_MAX_DEPTH)
+                       max_depth=cfg.max_depth or SYNTHETIC_MAX_DEPTH, style=cfg.style)
 
 
 def source(cfg: DataConfig, split: str) -> SyntheticSource:
@@ -726,6 +756,8 @@ def write_synthetic_folder(out: str | Path, data_cfg: DataConfig) -> dict[str, A
     params = {"seed": data_cfg.seed, "train_frames": data_cfg.train_frames,
               "val_frames": data_cfg.val_frames, "height": world.height, "width": world.width,
               "max_depth": world.max_depth}
+    if world.style != "standard":  # a folder rendered before styles existed is standard
+        params["style"] = world.style
     if (out / "dataset.json").is_file():
         index = read_index(out)
         if index.get("synthetic") == params:
@@ -742,7 +774,8 @@ def write_synthetic_folder(out: str | Path, data_cfg: DataConfig) -> dict[str, A
         raw = src.frame(i)
         fid = f"{split}_{raw.meta['frame_id']}"
         entries.append(write_frame(out, fid, raw.rgb, raw.depth, raw.seg, raw.K,
-                                   {"world_index": src.start + i, "seed": data_cfg.seed}))
+                                   {"world_index": src.start + i, "seed": data_cfg.seed,
+                                    "style": world.style}))
         splits[split].append(fid)
     seconds = time.perf_counter() - t0
     write_index(out, train.info, entries, splits, extra={"synthetic": params})
