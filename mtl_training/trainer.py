@@ -507,7 +507,7 @@ class Trainer:
     def _epoch_plan(self) -> dict[str, Any]:
         """The current epoch's order and progress: the interrupted one's, or a fresh shuffle
         seeded by (train.seed, epoch) so a resumed run replays the same order."""
-        n = len(self.train_set)
+        n = getattr(self.train_set, "epoch_frames", len(self.train_set))  # frames per epoch
         p = self.partial
         if p is not None and len(p["order"]) == n:
             return p

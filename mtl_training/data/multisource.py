@@ -93,16 +93,21 @@ class MultiSourceData:
 def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                       pseudo: Sequence[PseudoLabels | None] | None = None,
                       open_pseudo: Callable[[str], PseudoLabels] | None = None,
-                      stats: InputStats = IMAGENET_STATS) -> MultiSourceData:
+                      stats: InputStats = IMAGENET_STATS,
+                      opened: Sequence[tuple[FrameSource, FrameSource]] | None = None
+                      ) -> MultiSourceData:
     """Every source of `cfg` (data.sources, or the single top-level one) built and combined.
     `pseudo`: per source, its pseudo-label store; None: each entry's `pseudo_labels` folder,
     opened by `open_pseudo` (the trainer passes PseudoLabelStore: pseudo/ imports data/, so
-    data/ takes the opener instead of importing it)."""
+    data/ takes the opener instead of importing it). `opened`: per source, its (train, val)
+    frame sources already built from its entry (a study shares its rendered worlds)."""
     specs = source_specs(cfg, num_classes=num_classes)
+    if opened is not None and len(opened) != len(specs):
+        raise ValueError(f"build_multisource: {len(opened)} opened sources for {len(specs)}")
     trains, vals, identities = [], {}, []
     run_classes: list[str] = []
     for i, spec in enumerate(specs):
-        train_src, val_src = build_sources(spec.data)
+        train_src, val_src = opened[i] if opened is not None else build_sources(spec.data)
         run_classes = run_classes or list(train_src.info.classes)  # the first source's
         identity = dataset_identity(train_src)  # the files', not the remapped view's
         if spec.class_map is not None:
@@ -128,22 +133,27 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
 class MultiSourceTrainSet(ConcatDataset):
     """The sources' training sets as one, with what the trainer reads of a MultiTaskDataset:
     `info` (the first source's: it names the run's classes, so list the native one first),
-    `stats`, `set_epoch`, and the sampling rule's per-frame weights."""
+    `stats`, `set_epoch`, and the sampling rule's per-frame weights. `epoch_frames`: frames
+    drawn per epoch (default: every source's frames together); a study comparing runs over
+    different sources fixes it, so that every run takes the same optimisation steps."""
 
-    def __init__(self, data: MultiSourceData) -> None:
+    def __init__(self, data: MultiSourceData, epoch_frames: int | None = None) -> None:
         super().__init__(data.train.datasets)
         first = data.train.datasets[0]
         self.info = first.info
         self.stats = first.stats
         self.weights = data.sample_weights()
+        self.epoch_frames = epoch_frames or len(self)
 
     def set_epoch(self, epoch: int) -> None:
         for ds in self.datasets:
             ds.set_epoch(epoch)
 
     def draw(self, generator: torch.Generator) -> torch.Tensor:
-        """One epoch's order: len(self) frames drawn by the sampling rule (with replacement)."""
-        return torch.multinomial(self.weights, len(self), replacement=True, generator=generator)
+        """One epoch's order: epoch_frames frames drawn by the sampling rule (with
+        replacement)."""
+        return torch.multinomial(self.weights, self.epoch_frames, replacement=True,
+                                 generator=generator)
 
 
 def mean_metrics(per_source: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtl_perception.core.contracts import IGNORE_INDEX
+from mtl_perception.core.contracts import IGNORE_INDEX, FrameSource
 from mtl_perception.core.fileio import write_json_atomic, write_text_atomic
 from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.data.identity import dataset_identity
@@ -118,7 +118,7 @@ def _normalisation(teacher: LoadedTeacher) -> dict[str, Any]:
     return {"stats": encoder_input_stats(encoder)}
 
 
-def _inputs(teacher: LoadedTeacher, src: FolderSource, indices: list[int],
+def _inputs(teacher: LoadedTeacher, src: FrameSource, indices: list[int],
             size: tuple[int, int], batch_size: int
             ) -> Iterator[tuple[list[int], Tensor, Tensor, list[tuple[int, int]]]]:
     """(indices, image [B, 3, h, w], depth [B, 1, h, w], frame sizes) at the network size."""
@@ -159,7 +159,17 @@ def _uncertainty(logits: Tensor, tau: float) -> tuple[np.ndarray, np.ndarray]:
     return coverage.cpu().numpy(), ent.mean(dim=(1, 2)).cpu().numpy()
 
 
-def score_frames(teacher: LoadedTeacher, src: FolderSource, indices: list[int],
+def _frame_meta(src: FrameSource, index: int) -> tuple[str, dict[str, Any]]:
+    """(frame id, meta) of a frame: a folder dataset's index entry, else the frame's own meta
+    (any FrameSource: the cross-domain study scores the procedural world directly)."""
+    frames = getattr(src, "frames", None)
+    if frames is not None:
+        return str(frames[index]["id"]), frames[index].get("meta") or {}
+    meta = src.frame(index).meta or {}
+    return str(meta.get("frame_id", f"{index:06d}")), meta
+
+
+def score_frames(teacher: LoadedTeacher, src: FrameSource, indices: list[int],
                  size: tuple[int, int], tau: float, batch_size: int,
                  device: torch.device) -> list[FrameScore]:
     """The teacher's uncertainty and feature for each of `indices` of `src`."""
@@ -169,10 +179,10 @@ def score_frames(teacher: LoadedTeacher, src: FolderSource, indices: list[int],
         coverage, entropy = _uncertainty(logits, tau)
         feats = feat.cpu().numpy().astype(np.float32)
         for k, i in enumerate(chunk):
-            meta = src.frames[i].get("meta") or {}
+            frame_id, meta = _frame_meta(src, i)
             stamp = meta.get("stamp_ns")
             out.append(FrameScore(
-                i, str(src.frames[i]["id"]), int(stamp) if stamp is not None else None,
+                i, frame_id, int(stamp) if stamp is not None else None,
                 str(meta.get("bag_key", "")), float(coverage[k]), float(entropy[k]),
                 float((1.0 - coverage[k] + entropy[k]) / 2.0), feats[k]))
     return out

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mtl_perception.core.artifact import read_metadata
 from mtl_training.checkpoint import load_checkpoint
 from mtl_training.config import ConfigError, DataConfig, ExperimentConfig, from_dict
 from mtl_training.data import build_sources
-from mtl_training.data.multisource import build_multisource
+from mtl_training.data.multisource import MultiSourceTrainSet, build_multisource
 from mtl_training.export import export_run
 from mtl_training.source_config import source_specs
 from mtl_training.trainer import train
@@ -129,3 +130,18 @@ def test_two_source_run_resumes(tmp_path: Path) -> None:
     train(cfg, resume=True)  # the recorded sources' identities match: no refusal
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_epoch_frames_fixes_the_draws_per_epoch_and_opened_sources_are_used() -> None:
+    """A study comparing runs over one and over two sources gives them equal steps by drawing
+    the same number of frames per epoch; it hands in worlds it already rendered."""
+    cfg = two_sources()
+    opened = [build_sources(s.data) for s in source_specs(cfg)]
+    data = build_multisource(cfg, opened=opened)
+    assert data.train.datasets[0].source is opened[0][0]
+    full = MultiSourceTrainSet(data)
+    fixed = MultiSourceTrainSet(data, epoch_frames=10)
+    gen = torch.Generator().manual_seed(0)
+    assert len(full.draw(gen)) == len(full) and len(fixed.draw(gen)) == 10
+    with pytest.raises(ValueError, match="1 opened sources for 2"):
+        build_multisource(cfg, opened=opened[:1])
