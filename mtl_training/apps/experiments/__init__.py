@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mtl_training.apps.command import Command, UserError
-from mtl_training.apps.experiments import consistency, imbalance, pseudo_depth, realtime
+from mtl_training.apps.experiments import consistency, domain, imbalance, pseudo_depth, realtime
 from mtl_training.stats import MIN_SEEDS
 
 
@@ -34,6 +34,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "real-time student (EfficientNet-Lite0 + refine) from ImageNet vs from scratch vs "
                "the demo's ResNet-18 U-Net (equal steps), and UMMT vs UMMT-PS with it",
                realtime.run),
+    Experiment("domain",
+               "a labelled source world -> a robot world without seg labels: source only vs + "
+               "robot depth vs + pseudo-labels vs + 1/2/5 % labels chosen by select or at random",
+               domain.run),
     Experiment("consistency",
                "XTasC-Net vs Base ST/MT-Net x weightings (METHOD.md B, Table I/III)",
                consistency.run),
@@ -51,7 +55,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="markdown results file to (re)write")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, one process and one torch thread each (imbalance, "
-                        "pseudo_depth, realtime; "
+                        "pseudo_depth, realtime, domain; "
                         "default 1: e.g. 2 on a 2-core CPU)")
     # --config / --set (every command's): a dataset config (config/train/nyuv2_imbalanced.yaml,
     # xtasc_nyuv2.yaml, ...) instead of the procedural world: the study trains on its frames
@@ -65,6 +69,6 @@ def _run(args: argparse.Namespace) -> None:
 
 
 EXPERIMENT = Command("experiment",
-                     "run a committed study (imbalance, pseudo_depth, realtime, consistency) and "
-                     "write its results page",
+                     "run a committed study (imbalance, pseudo_depth, realtime, domain, "
+                     "consistency) and write its results page",
                      _args, _run)
