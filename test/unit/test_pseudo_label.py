@@ -29,6 +29,7 @@ from mtl_training.pseudo.thresholds import (
     depth_keep,
     seg_confidence,
 )
+from mtl_training.source_config import source_specs
 
 H, W, NC = 12, 16, 3
 
@@ -374,4 +375,9 @@ def test_nyuv2_to_robot_config_agrees_on_one_class_set():
     assert teacher.data.name == "nyuv2" and teacher.data.classes == 13
     assert teacher.model.num_classes == student.model.num_classes == 13
     assert student.data.name == "folder" and student.data.seg_fraction == 0.0
+    # the student trains on NYUv2's ground truth and on the bag's pseudo-labels in one run
+    nyu, bag = source_specs(student.data, num_classes=13)
+    assert (nyu.data.name, nyu.data.seg_fraction, nyu.data.pseudo_labels) == ("nyuv2", 1.0, None)
+    assert (bag.data.name, bag.data.root, bag.data.seg_fraction) == ("folder", "data/day1", 0.0)
+    assert bag.data.pseudo_labels == "runs/day1_pseudo"
     assert cfg.pseudo.calibrate == "teacher_val"
