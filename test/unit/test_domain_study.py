@@ -24,11 +24,11 @@ def _study(tmp_path: Path, plan: dm.Plan = TINY, seeds: int = 1) -> dm.DomainStu
     return dm.DomainStudy(tmp_path / "runs", tmp_path / "page.md", list(range(seeds)), plan)
 
 
-def test_nine_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config(tmp_path):
+def test_ten_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config(tmp_path):
     study = _study(tmp_path, dm.domain_plan(), seeds=5)
     tags = [a.tag for _, a in study.steps()]
-    assert tags[:2] == ["source_only", "pseudo"] and len(tags) == len(set(tags)) == 9
-    assert len(study.planned()) == 45 and study.status().startswith("INCOMPLETE")
+    assert tags[:2] == ["source_only", "pseudo"] and len(tags) == len(set(tags)) == 10
+    assert len(study.planned()) == 50 and study.status().startswith("INCOMPLETE")
     assert "domain" in EXPERIMENTS
     for arm in dm.ARMS:
         entries = dm.DomainStudy.sources(arm, [0, 4] if arm.budget else None)
@@ -54,9 +54,9 @@ def test_one_seed_runs_teacher_pseudo_labels_select_and_students(tmp_path):
     study.run(steps=[(dm.SPLIT, dm.SOURCE_ONLY), (dm.SPLIT, select5), (dm.SPLIT, random5)])
     res = study.results
     n = TINY.train_frames
-    pseudo = res["s0/pseudo"]
+    pseudo = res["s0/pseudo_calibrated"]
     # thresholds came from the teacher's held-out source rooms and the labels are cross-domain
-    manifest = json.loads((study.out / "pseudo" / "s0" / "manifest.json").read_text())
+    manifest = json.loads((study.out / "pseudo" / "s0_calibrated" / "manifest.json").read_text())
     assert manifest["cross_domain"] is True and manifest["seg_calibration"]["frames"] > 0
     assert pseudo["seg_calibration"]["target_precision"] == 0.9
     sel, rnd = res[f"s0/{dm.SPLIT.key}/select5"], res[f"s0/{dm.SPLIT.key}/random5"]
