@@ -121,6 +121,8 @@ class DataConfig:
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels relative to ground truth
     min_epoch_frames: int = 0  # repeat a small training set (a teacher's) to this many per epoch
     augment: bool = True  # horizontal flip + scale-crop in training
+    colour_jitter: float = 0.0  # with augment: brightness / contrast / white-balance jitter
+    #                             strength, 0..1 (1: x0.6-1.4, x0.7-1.3, x0.75-1.25 per channel)
     num_workers: int = 0  # DataLoader workers
     # several sources in one run (docs/training.md): each entry a partial DataConfig plus
     # `weight` and `class_map`; unset keys inherit the ones above. None = the single source above
@@ -341,6 +343,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "seg_count": optional(ints(0)), "depth_count": optional(ints(0)),
         "seg_frames": optional(frame_indices()), "depth_frames": optional(frame_indices()),
         "pseudo_weight": _NONNEG, "min_epoch_frames": ints(0), "num_workers": ints(0, 256),
+        "colour_jitter": _FRACTION,
     },
     ModelConfig: {"max_depth": _POSITIVE, "pretrained": choice("none", "imagenet")},
     # the spec (registry MAX_*) checks the rest

@@ -58,7 +58,7 @@ def datasets_from_sources(cfg: DataConfig, sources: tuple[FrameSource, FrameSour
     keep_seg, keep_depth = label_subsets(cfg, len(train_src))
     size = (cfg.height, cfg.width)
     train = MultiTaskDataset(train_src, size, cfg.augment, keep_seg, keep_depth, pseudo, cfg.seed,
-                             stats)
+                             stats, jitter=cfg.colour_jitter)
     val = MultiTaskDataset(val_src, size, False, seed=cfg.seed, stats=stats)
     return train, val
 

@@ -72,8 +72,9 @@ class MultiTaskDataset(Dataset):
     def __init__(self, source: FrameSource, size: tuple[int, int], augment: bool = False,
                  keep_seg: np.ndarray | None = None, keep_depth: np.ndarray | None = None,
                  pseudo: PseudoLabels | None = None, seed: int = 0,
-                 stats: InputStats = IMAGENET_STATS) -> None:
+                 stats: InputStats = IMAGENET_STATS, jitter: float = 0.0) -> None:
         self.source = source
+        self.jitter = jitter  # colour jitter strength when augmenting (transforms.colour_jitter)
         self.stats = stats
         self.info = source.info
         self.size = size
@@ -121,7 +122,8 @@ class MultiTaskDataset(Dataset):
                                           frame_id)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = make_sample(raw.rgb, depth, seg, self.size, raw.K, self.augment, rng,
-                             inverse_depth=self.inverse_depth, stats=self.stats)
+                             inverse_depth=self.inverse_depth, stats=self.stats,
+                             jitter=self.jitter)
         sample["seg_source"] = seg_source
         sample["depth_source"] = depth_source
         sample["meta"] = {"index": index, "frame_id": frame_id, **raw.meta}

@@ -54,6 +54,7 @@ BAD_VALUES = [
     ("data.seg_frames=[-1, 2]", "data.seg_frames"), ("data.seed=-3", "data.seed"),
     ("data.pseudo_weight=-1", "data.pseudo_weight"), ("data.num_workers=-1", "data.num_workers"),
     ("data.min_epoch_frames=-1", "data.min_epoch_frames"), ("data.style=sunny", "data.style"),
+    ("data.colour_jitter=1.5", "data.colour_jitter"),
     ("model.num_classes=0", "model.num_classes"), ("model.num_classes=100000", "model.num_classes"),
     ("model.decoder_channels=0", "model.decoder_channels"),
     ("model.decoder_channels=100000", "model.decoder_channels"),
