@@ -24,17 +24,19 @@ def _study(tmp_path: Path, plan: dm.Plan = TINY, seeds: int = 1) -> dm.DomainStu
     return dm.DomainStudy(tmp_path / "runs", tmp_path / "page.md", list(range(seeds)), plan)
 
 
-def test_ten_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config(tmp_path):
+def test_twelve_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config(tmp_path):
     study = _study(tmp_path, dm.domain_plan(), seeds=5)
     tags = [a.tag for _, a in study.steps()]
-    assert tags[:2] == ["source_only", "pseudo"] and len(tags) == len(set(tags)) == 10
-    assert len(study.planned()) == 50 and study.status().startswith("INCOMPLETE")
+    assert tags[:2] == ["source_only", "pseudo"] and len(tags) == len(set(tags)) == 12
+    assert len(study.planned()) == 60 and study.status().startswith("INCOMPLETE")
     assert "domain" in EXPERIMENTS
     for arm in dm.ARMS:
         entries = dm.DomainStudy.sources(arm, [0, 4] if arm.budget else None)
-        data = from_dict(DataConfig, {"train_frames": 8, "sources": entries}, prefix="data")
+        data = from_dict(DataConfig, {"train_frames": 8, "colour_jitter": arm.jitter,
+                                      "sources": entries}, prefix="data")
         specs = source_specs(data)  # what a user's config with these entries resolves to
         assert specs[0].data.style == "standard" and specs[0].data.seg_fraction == 1.0
+        assert {s.data.colour_jitter for s in specs} == {arm.jitter}  # every source jitters
         if arm.target == "none":
             assert len(specs) == 1
         else:

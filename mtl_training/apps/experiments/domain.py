@@ -20,8 +20,10 @@ scored on held-out robot rooms, fully labelled. Per seed:
                  code's random strategy); pseudo-labels on the rest.
 Every student takes the same optimisation steps: each epoch draws the same number of frames,
 half from each source where there are two (the sampling rule of data.sources, equal weights).
-Three Holm families (mtl_training/stats.py): (a) robot mIoU of the data arms, (b) select vs
-random at each budget, (c) robot abs rel of the data arms.
+  colour jitter  source only, and + pseudo-labels, with `data.colour_jitter: 1` (brightness,
+                 contrast and white balance drawn per frame) on every training frame.
+Four Holm families (mtl_training/stats.py): (a) robot mIoU of the data arms, (b) select vs
+random at each budget, (c) robot abs rel of the data arms, (d) colour jitter.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class DomainArm(Arm):
     budget: float = 0.0  # share of the robot's frames labelled
     pick: str | None = None  # select | random
     rule: str = "calibrated"  # the pseudo-labels' threshold rule (PSEUDO_RULES)
+    jitter: float = 0.0  # data.colour_jitter of the student (every source's frames)
 
 
 SOURCE_ONLY = DomainArm("source_only", "source only")
@@ -103,10 +106,15 @@ def budget_arm(budget: float, pick: str) -> DomainArm:
 
 
 BUDGET_ARMS = {(b, p): budget_arm(b, p) for b in BUDGETS for p in ("select", "random")}
+JITTER = 1.0  # colour jitter strength of the jitter arms (covers the robot's colour cast)
+SOURCE_CJ = DomainArm("source_only_cj", "source only, colour jitter", jitter=JITTER)
+PSEUDO_CJ = DomainArm("pseudo_cj", "+ robot depth + pseudo-labels (calibrated), colour jitter",
+                      "depth", target="pseudo", jitter=JITTER)
 # priority: the headline pair, then a few labels, then what separates depth from pseudo-labels
 ARMS = (SOURCE_ONLY, PSEUDO_ARM, PSEUDO_PC, BUDGET_ARMS[(0.05, "select")],
         BUDGET_ARMS[(0.05, "random")], TARGET_DEPTH,
-        *(BUDGET_ARMS[(b, p)] for b in BUDGETS[1:] for p in ("select", "random")))
+        *(BUDGET_ARMS[(b, p)] for b in BUDGETS[1:] for p in ("select", "random")),
+        SOURCE_CJ, PSEUDO_CJ)
 
 
 def domain_plan(scale: float = 1.0) -> Plan:
@@ -244,6 +252,7 @@ class DomainStudy(Study):
                 extra["labelled_frames"] = labelled
         run_dir = self.out / key
         cfg = self.student_config(seed, split, run_dir, arm)
+        cfg.data.colour_jitter = arm.jitter  # every source inherits it
         cfg.data.sources = self.sources(arm, labelled)
         res = self._train(cfg, self.prepared(cfg, seed, arm, pseudo))
         for ckpt in run_dir.glob("*.pt"):  # students are scored; their weights are not needed
@@ -317,6 +326,13 @@ def select_family(study: Study) -> list[Comparison | None]:
     """(b) robot mIoU: frames chosen by select against frames chosen at random, per budget."""
     return [_compare(study, BUDGET_ARMS[(b, "select")], BUDGET_ARMS[(b, "random")], "miou",
                      "mIoU", True) for b in sorted(BUDGETS)]
+
+
+def jitter_family(study: Study) -> list[Comparison | None]:
+    """(d) robot mIoU: does colour jitter on the training frames bridge the colour gap, alone
+    and under the pseudo-labels?"""
+    pairs = ((SOURCE_CJ, SOURCE_ONLY), (PSEUDO_CJ, PSEUDO_ARM), (PSEUDO_CJ, SOURCE_CJ))
+    return [_compare(study, a, b, "miou", "mIoU", True) for a, b in pairs]
 
 
 def depth_family(study: Study) -> list[Comparison | None]:
@@ -413,7 +429,9 @@ def write_report(study: Study) -> None:
         f"- Every student: {RT_NET.describe()}; {p.student_epochs} epochs of {p.train_frames} "
         f"frames drawn by the data.sources rule (equal weights: half source, half robot where "
         f"the arm has robot frames), batch {p.batch_size}, Adam {p.lr} halved for the last "
-        "epoch, CE + 1.0 x L1 depth: the same optimisation steps in every arm.",
+        "epoch, CE + 1.0 x L1 depth: the same optimisation steps in every arm. Augmentation: "
+        f"flip and scale-crop; the colour-jitter arms add `data.colour_jitter: {JITTER:g}` "
+        "(brightness x0.6-1.4, contrast x0.7-1.3, each channel x0.75-1.25, per frame).",
         f"- Teacher: RGB + depth -> seg, {TEACHER_NET.describe()}, trained on the source only, "
         f"{p.teacher_epochs} epochs; pseudo-labels from its last epoch by one of two threshold "
         f"rules: calibrated (per class, the lowest confidence reaching precision "
@@ -441,6 +459,11 @@ def write_report(study: Study) -> None:
         "## (c) Depth on the robot (abs rel)",
         "",
         *family_markdown(depth_family(study), STUDY_FMT),
+        "",
+        f"## (d) Colour jitter (`data.colour_jitter: {JITTER:g}` on the students' training "
+        "frames; robot mIoU)",
+        "",
+        *family_markdown(jitter_family(study), STUDY_FMT),
         "",
         "## Teacher and pseudo-labels across the domain gap",
         "",
