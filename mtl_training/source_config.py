@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from mtl_training.config import ConfigError, DataConfig, from_dict
 
 IGNORE = 255
-EXTRA_KEYS = ("weight", "class_map", "label")
+EXTRA_KEYS = ("weight", "class_map", "label", "labelled_only")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class SourceSpec:
     data: DataConfig
     weight: float = 1.0
     class_map: dict[int | str, int | str] | None = None  # names until resolve_class_map
+    labelled_only: bool = False  # train on the frames keeping segmentation ground truth only
 
 
 def _class_id(value: object, key: str, what: str, num_classes: int | None) -> int | str:
@@ -77,7 +78,10 @@ def source_specs(data: DataConfig, *, num_classes: int | None = None,
                          _class_id(t, f"{key}.class_map", "of the run", num_classes)
                          for s, t in raw_map.items()}
         label = str(entry.get("label", cfg.name))
-        specs.append(SourceSpec(label, cfg, weight, class_map))
+        only = entry.get("labelled_only", False)
+        if not isinstance(only, bool):
+            raise ConfigError(f"{key}.labelled_only: expected true or false, got {only!r}")
+        specs.append(SourceSpec(label, cfg, weight, class_map, only))
     labels = [s.label for s in specs]
     for i, spec in enumerate(specs):
         if labels.count(spec.label) > 1 and "label" not in data.sources[i]:

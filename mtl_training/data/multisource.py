@@ -25,7 +25,7 @@ from mtl_perception.core.contracts import FrameSource, RawFrame
 from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
 from mtl_training.config import ConfigError, DataConfig
 from mtl_training.data import build_sources, datasets_from_sources
-from mtl_training.data.datasets import MultiTaskDataset, PseudoLabels
+from mtl_training.data.datasets import LabelledView, MultiTaskDataset, PseudoLabels
 from mtl_training.data.identity import dataset_identity
 from mtl_training.source_config import IGNORE, SourceSpec, source_specs
 
@@ -122,6 +122,12 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                                   "given (build_multisource(..., open_pseudo=PseudoLabelStore))")
             store = open_pseudo(spec.data.pseudo_labels)
         train, val = datasets_from_sources(spec.data, (train_src, val_src), store, stats=stats)
+        if spec.labelled_only:  # a few labelled frames at their own share of every epoch
+            try:
+                train = LabelledView(train, ("seg",))
+            except ValueError:
+                raise ConfigError(f"data.sources[{i}].labelled_only: none of its training "
+                                  "frames keeps a segmentation label") from None
         trains.append(train)
         vals[spec.label] = val
         identities.append({"label": spec.label, "weight": spec.weight,
@@ -141,7 +147,7 @@ class MultiSourceTrainSet(ConcatDataset):
         super().__init__(data.train.datasets)
         first = data.train.datasets[0]
         self.info = first.info
-        self.stats = first.stats
+        self.stats = getattr(first, "stats", None) or first.base.stats  # a LabelledView's base
         self.weights = data.sample_weights()
         self.epoch_frames = epoch_frames or len(self)
 

@@ -132,6 +132,27 @@ def test_two_source_run_resumes(tmp_path: Path) -> None:
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+def test_labelled_only_source_trains_on_its_labelled_frames_at_its_own_share() -> None:
+    """A few labelled robot frames listed a second time as their own source: they fill that
+    source's share of every epoch instead of 3 frames in 16 of the robot's."""
+    cfg = from_dict(DataConfig, {**SMALL, "sources": [
+        {"seed": 1}, {"seed": 2, "train_frames": 16, "seg_fraction": 0.0},
+        {"seed": 2, "train_frames": 16, "seg_frames": [1, 5, 9], "labelled_only": True,
+         "label": "robot_labels"}]}, prefix="data")
+    data = build_multisource(cfg)
+    assert [len(d) for d in data.train.datasets] == [8, 16, 3]
+    assert all(bool(data.train.datasets[2][i]["has_seg"]) for i in range(3))
+    draws = Counter(int(i) >= 24 for i in data.sampler(3000, seed=0))
+    assert abs(draws[True] / 3000 - 1 / 3) < 0.05
+    bad = from_dict(DataConfig, {**SMALL, "sources": [
+        {"seed": 1}, {"seed": 2, "seg_fraction": 0.0, "labelled_only": True}]}, prefix="data")
+    with pytest.raises(ConfigError, match=r"data\.sources\[1\]\.labelled_only: none"):
+        build_multisource(bad)
+    with pytest.raises(ConfigError, match=r"labelled_only: expected true or false"):
+        source_specs(from_dict(DataConfig, {**SMALL, "sources": [{"labelled_only": "yes"}]},
+                               prefix="data"))
+
+
 def test_epoch_frames_fixes_the_draws_per_epoch_and_opened_sources_are_used() -> None:
     """A study comparing runs over one and over two sources gives them equal steps by drawing
     the same number of frames per epoch; it hands in worlds it already rendered."""
