@@ -24,11 +24,11 @@ def _study(tmp_path: Path, plan: dm.Plan = TINY, seeds: int = 1) -> dm.DomainStu
     return dm.DomainStudy(tmp_path / "runs", tmp_path / "page.md", list(range(seeds)), plan)
 
 
-def test_twelve_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config(tmp_path):
+def test_thirteen_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config(tmp_path):
     study = _study(tmp_path, dm.domain_plan(), seeds=5)
     tags = [a.tag for _, a in study.steps()]
-    assert tags[:2] == ["source_only", "pseudo"] and len(tags) == len(set(tags)) == 12
-    assert len(study.planned()) == 60 and study.status().startswith("INCOMPLETE")
+    assert tags[:2] == ["source_only", "pseudo"] and len(tags) == len(set(tags)) == 13
+    assert len(study.planned()) == 65 and study.status().startswith("INCOMPLETE")
     assert "domain" in EXPERIMENTS
     for arm in dm.ARMS:
         entries = dm.DomainStudy.sources(arm, [0, 4] if arm.budget else None)
@@ -39,6 +39,9 @@ def test_twelve_arms_headline_pair_first_and_every_arm_is_a_valid_sources_config
         assert {s.data.colour_jitter for s in specs} == {arm.jitter}  # every source jitters
         if arm.target == "none":
             assert len(specs) == 1
+        elif arm.own_source:  # the labelled frames again, alone, as a third source
+            assert len(specs) == 3 and specs[2].labelled_only
+            assert specs[2].data.seg_frames == [0, 4] and specs[2].data.style == "robot"
         else:
             robot = specs[1].data
             assert robot.style == "robot" and robot.seg_fraction == 0.0

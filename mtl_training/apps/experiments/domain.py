@@ -22,8 +22,10 @@ Every student takes the same optimisation steps: each epoch draws the same numbe
 half from each source where there are two (the sampling rule of data.sources, equal weights).
   colour jitter  source only, and + pseudo-labels, with `data.colour_jitter: 1` (brightness,
                  contrast and white balance drawn per frame) on every training frame.
-Four Holm families (mtl_training/stats.py): (a) robot mIoU of the data arms, (b) select vs
-random at each budget, (c) robot abs rel of the data arms, (d) colour jitter.
+  own source     select's 5 % listed again as a third source (`labelled_only`), so they fill a
+                 third of every epoch.
+Five Holm families (mtl_training/stats.py): (a) robot mIoU of the data arms, (b) select vs
+random at each budget, (c) robot abs rel of the data arms, (d) colour jitter, (e) own source.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class DomainArm(Arm):
     pick: str | None = None  # select | random
     rule: str = "calibrated"  # the pseudo-labels' threshold rule (PSEUDO_RULES)
     jitter: float = 0.0  # data.colour_jitter of the student (every source's frames)
+    own_source: bool = False  # the labelled robot frames also as a third, labelled_only source
 
 
 SOURCE_ONLY = DomainArm("source_only", "source only")
@@ -106,6 +109,11 @@ def budget_arm(budget: float, pick: str) -> DomainArm:
 
 
 BUDGET_ARMS = {(b, p): budget_arm(b, p) for b in BUDGETS for p in ("select", "random")}
+# the 5 % chosen by select, listed again as their own source (`labelled_only`): each epoch a
+# third of the draws, instead of 15 frames among the robot's 300
+SELECT5_OWN = DomainArm("select5_own", "+ pseudo-labels + 5 % labels chosen by select, as their "
+                        "own source", "depth", target="pseudo", budget=0.05, pick="select",
+                        own_source=True)
 JITTER = 1.0  # colour jitter strength of the jitter arms (covers the robot's colour cast)
 SOURCE_CJ = DomainArm("source_only_cj", "source only, colour jitter", jitter=JITTER)
 PSEUDO_CJ = DomainArm("pseudo_cj", "+ robot depth + pseudo-labels (calibrated), colour jitter",
@@ -114,7 +122,7 @@ PSEUDO_CJ = DomainArm("pseudo_cj", "+ robot depth + pseudo-labels (calibrated), 
 ARMS = (SOURCE_ONLY, PSEUDO_ARM, PSEUDO_PC, BUDGET_ARMS[(0.05, "select")],
         BUDGET_ARMS[(0.05, "random")], TARGET_DEPTH,
         *(BUDGET_ARMS[(b, p)] for b in BUDGETS[1:] for p in ("select", "random")),
-        SOURCE_CJ, PSEUDO_CJ)
+        SOURCE_CJ, PSEUDO_CJ, SELECT5_OWN)
 
 
 def domain_plan(scale: float = 1.0) -> Plan:
@@ -270,6 +278,9 @@ class DomainStudy(Study):
             if labelled:
                 robot["seg_frames"] = labelled
             out.append(robot)
+            if arm.own_source and labelled:
+                out.append({"label": f"{TARGET_STYLE}_labels", "style": TARGET_STYLE,
+                            "seg_frames": labelled, "labelled_only": True})
         return out
 
     def prepared(self, cfg: ExperimentConfig, seed: int, arm: DomainArm,
@@ -278,8 +289,9 @@ class DomainStudy(Study):
         draws; scored on the robot's held-out rooms whatever it trained on."""
         worlds = self.world(seed)
         stats = encoder_input_stats(cfg.model.encoder)
-        opened = [worlds.source] + ([worlds.robot] if arm.target != "none" else [])
-        stores = [None] + ([pseudo] if arm.target != "none" else [])
+        n = len(cfg.data.sources or [None])
+        opened = [worlds.source] + [worlds.robot] * (n - 1)
+        stores = [None] + [pseudo] * min(n - 1, 1) + [None] * max(n - 2, 0)
         multi = build_multisource(cfg.data, num_classes=cfg.model.num_classes, pseudo=stores,
                                   stats=stats, opened=opened)
         train = MultiSourceTrainSet(multi, epoch_frames=self.plan.train_frames)
@@ -335,6 +347,11 @@ def jitter_family(study: Study) -> list[Comparison | None]:
     return [_compare(study, a, b, "miou", "mIoU", True) for a, b in pairs]
 
 
+def own_source_family(study: Study) -> list[Comparison | None]:
+    """(e) robot mIoU: the few labels at their own share of every epoch."""
+    return [_compare(study, SELECT5_OWN, b, "miou", "mIoU", True) for b in (SELECT_5, SOURCE_ONLY)]
+
+
 def depth_family(study: Study) -> list[Comparison | None]:
     """(c) robot abs rel: does the robot's own depth (and pseudo-labels) fix depth too?"""
     return [_compare(study, a, SOURCE_ONLY, "rel_err", "abs rel", False)
@@ -352,6 +369,8 @@ def students_table(study: Study) -> list[str]:
         m = [flatten(r["val"]) for r in runs.values()]
         used = {"none": "none", "depth": "half: depth only",
                 "pseudo": "half: depth + pseudo-seg"}[arm.target]
+        if arm.own_source:
+            used = "a third: depth + pseudo-seg; a third: the labelled frames"
         if arm.budget:
             n = sorted({len(r.get("labelled_frames", [])) for r in runs.values()})
             used += f", {'/'.join(map(str, n))} with seg labels"
@@ -464,6 +483,11 @@ def write_report(study: Study) -> None:
         "frames; robot mIoU)",
         "",
         *family_markdown(jitter_family(study), STUDY_FMT),
+        "",
+        "## (e) The 5 % labels as their own source (`labelled_only`, equal weights: a third of "
+        "every epoch; robot mIoU)",
+        "",
+        *family_markdown(own_source_family(study), STUDY_FMT),
         "",
         "## Teacher and pseudo-labels across the domain gap",
         "",
