@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtl_perception.core.contracts import IGNORE_INDEX, FrameSource
+from mtl_perception.core.contracts import IGNORE_INDEX, FrameSource, RawFrame
 from mtl_perception.core.fileio import write_json_atomic, write_text_atomic
 from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.data.identity import dataset_identity
@@ -120,19 +120,20 @@ def _normalisation(teacher: LoadedTeacher) -> dict[str, Any]:
 
 def _inputs(teacher: LoadedTeacher, src: FrameSource, indices: list[int],
             size: tuple[int, int], batch_size: int
-            ) -> Iterator[tuple[list[int], Tensor, Tensor, list[tuple[int, int]]]]:
-    """(indices, image [B, 3, h, w], depth [B, 1, h, w], frame sizes) at the network size."""
+            ) -> Iterator[tuple[list[int], Tensor, Tensor, list[RawFrame]]]:
+    """(indices, image [B, 3, h, w], depth [B, 1, h, w], the frames as read) at the network
+    size; the frames give their own size and meta without a second read."""
     norm = _normalisation(teacher)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        images, depths, shapes = [], [], []
+        images, depths, raws = [], [], []
         for i in chunk:
             raw = src.frame(i)
             s = make_sample(raw.rgb, raw.depth, None, size, **norm)
             images.append(s["image"])
             depths.append(s["depth"])
-            shapes.append(raw.rgb.shape[:2])
-        yield chunk, torch.stack(images), torch.stack(depths), shapes
+            raws.append(raw)
+        yield chunk, torch.stack(images), torch.stack(depths), raws
 
 
 @torch.inference_mode()
@@ -159,13 +160,13 @@ def _uncertainty(logits: Tensor, tau: float) -> tuple[np.ndarray, np.ndarray]:
     return coverage.cpu().numpy(), ent.mean(dim=(1, 2)).cpu().numpy()
 
 
-def _frame_meta(src: FrameSource, index: int) -> tuple[str, dict[str, Any]]:
-    """(frame id, meta) of a frame: a folder dataset's index entry, else the frame's own meta
-    (any FrameSource: the cross-domain study scores the procedural world directly)."""
+def _frame_meta(src: FrameSource, index: int, raw: RawFrame) -> tuple[str, dict[str, Any]]:
+    """(frame id, meta) of a frame: a folder dataset's index entry, else the meta of the frame
+    as read (any FrameSource: the cross-domain study scores the procedural world directly)."""
     frames = getattr(src, "frames", None)
     if frames is not None:
         return str(frames[index]["id"]), frames[index].get("meta") or {}
-    meta = src.frame(index).meta or {}
+    meta = raw.meta or {}
     return str(meta.get("frame_id", f"{index:06d}")), meta
 
 
@@ -174,12 +175,12 @@ def score_frames(teacher: LoadedTeacher, src: FrameSource, indices: list[int],
                  device: torch.device) -> list[FrameScore]:
     """The teacher's uncertainty and feature for each of `indices` of `src`."""
     out: list[FrameScore] = []
-    for chunk, image, depth, _ in _inputs(teacher, src, indices, size, batch_size):
+    for chunk, image, depth, raws in _inputs(teacher, src, indices, size, batch_size):
         logits, feat = _forward(teacher, image, depth, device)
         coverage, entropy = _uncertainty(logits, tau)
         feats = feat.cpu().numpy().astype(np.float32)
         for k, i in enumerate(chunk):
-            frame_id, meta = _frame_meta(src, i)
+            frame_id, meta = _frame_meta(src, i, raws[k])
             stamp = meta.get("stamp_ns")
             out.append(FrameScore(
                 i, frame_id, int(stamp) if stamp is not None else None,
@@ -269,9 +270,10 @@ def pre_annotation(teacher: LoadedTeacher, src: FolderSource, index: int,
                    size: tuple[int, int], tau: float, device: torch.device) -> np.ndarray:
     """The teacher's labels at the frame's own size: argmax where confidence >= tau, else 255
     (tau 0: every pixel), the same rule as pseudo-labels."""
-    (_, image, depth, shapes), = _inputs(teacher, src, [index], size, 1)
+    (_, image, depth, raws), = _inputs(teacher, src, [index], size, 1)
     logits = teacher.model(image.to(device), depth.to(device))["seg"].float()
-    logits = F.interpolate(logits, size=shapes[0], mode="bilinear", align_corners=False)[0]
+    logits = F.interpolate(logits, size=raws[0].rgb.shape[:2], mode="bilinear",
+                           align_corners=False)[0]
     conf, arg = torch.softmax(logits, dim=0).max(dim=0)
     return torch.where(conf >= tau, arg, IGNORE_INDEX).cpu().numpy().astype(np.int64)
 

@@ -31,7 +31,6 @@ random at each budget, (c) robot abs rel of the data arms, (d) colour jitter, (e
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,12 @@ from mtl_training.apps.command import UserError
 from mtl_training.apps.experiments.realtime import RT_NET, TEACHER_NET
 from mtl_training.apps.experiments.study import Arm, Plan, Split, Study
 from mtl_training.apps.experiments.study_page import (
+    metric_cells,
     ms,
     page_command,
     run_block,
+    run_world_study,
     students,
-    study_jobs,
 )
 from mtl_training.config import DataConfig, ExperimentConfig, PseudoLabelConfig
 from mtl_training.data import datasets_from_sources
@@ -291,21 +291,13 @@ class DomainStudy(Study):
         stats = encoder_input_stats(cfg.model.encoder)
         n = len(cfg.data.sources or [None])
         opened = [worlds.source] + [worlds.robot] * (n - 1)
-        stores = [None] + [pseudo] * min(n - 1, 1) + [None] * max(n - 2, 0)
+        stores = [None, pseudo, None][:n]  # source, robot (pseudo-labelled), robot labels
         multi = build_multisource(cfg.data, num_classes=cfg.model.num_classes, pseudo=stores,
                                   stats=stats, opened=opened)
         train = MultiSourceTrainSet(multi, epoch_frames=self.plan.train_frames)
         val = MultiTaskDataset(worlds.robot[1], (cfg.data.height, cfg.data.width), False,
                                seed=cfg.data.seed, stats=stats)
         return _Prepared(train, val)
-
-    def _train(self, cfg: ExperimentConfig, world: Any,
-               pseudo: PseudoLabels | None = None) -> dict[str, Any]:
-        """The unit's record plus `train_s` (its epochs' own time, metrics.jsonl time_s)."""
-        res = super()._train(cfg, world, pseudo)
-        lines = (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines()
-        res["train_s"] = sum(float(json.loads(line)["time_s"]) for line in lines)
-        return res
 
     def page(self) -> None:
         write_report(self)
@@ -366,7 +358,6 @@ def students_table(study: Study) -> list[str]:
         if not runs:
             continue
         assert isinstance(arm, DomainArm)
-        m = [flatten(r["val"]) for r in runs.values()]
         used = {"none": "none", "depth": "half: depth only",
                 "pseudo": "half: depth + pseudo-seg"}[arm.target]
         if arm.own_source:
@@ -374,12 +365,7 @@ def students_table(study: Study) -> list[str]:
         if arm.budget:
             n = sorted({len(r.get("labelled_frames", [])) for r in runs.values()})
             used += f", {'/'.join(map(str, n))} with seg labels"
-        steps = sorted({int(r["steps"]) for r in runs.values()})
-        lines.append(
-            f"| {arm.label} | {used} | {ms([x['miou'] for x in m])} | "
-            f"{ms([x['pixel_acc'] for x in m])} | {ms([x['abs_err'] for x in m])} | "
-            f"{ms([x['rel_err'] for x in m])} | {ms([x['delta1'] for x in m])} | "
-            f"{'/'.join(map(str, steps))} |")
+        lines.append(f"| {arm.label} | {used} | {metric_cells(runs)} |")
     return lines
 
 
@@ -510,13 +496,5 @@ def write_report(study: Study) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment domain`: run (or continue) the study, rewrite its page."""
-    jobs = study_jobs(args)
-    if getattr(args, "config", None):
-        raise UserError(NO_CONFIG)
-    torch.set_num_threads(1)
-    out = Path(args.out or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    report = Path(args.report or DEFAULT_REPORT)
-    study = DomainStudy(out, report, list(range(args.seeds)), domain_plan(args.scale))
-    study.run(jobs)
-    print(f"wrote {report} ({len(study.results)} runs in {out})")
+    run_world_study(args, DomainStudy, domain_plan(args.scale), DEFAULT_OUT, DEFAULT_REPORT,
+                    NO_CONFIG)

@@ -25,7 +25,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.metrics import flatten
@@ -46,8 +45,8 @@ from mtl_training.apps.experiments.study_page import (
     ms,
     page_command,
     run_block,
+    run_world_study,
     students,
-    study_jobs,
     teacher_table,
 )
 from mtl_training.stats import MIN_SEEDS, Comparison, family_markdown
@@ -196,14 +195,6 @@ def write_report(study: Study) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment pseudo_depth`: run (or continue) the study, rewrite its page."""
-    jobs = study_jobs(args)
-    if getattr(args, "config", None):
-        raise UserError(NO_CONFIG)
-    torch.set_num_threads(1)
-    out = Path(args.out or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    report = Path(args.report or DEFAULT_REPORT)
-    study = PseudoDepthStudy(out, report, list(range(args.seeds)), Plan(scale=args.scale))
-    study.run(jobs)
-    print(f"wrote {report} ({len(study.results)} runs in {out})")
+    run_world_study(args, PseudoDepthStudy, Plan(scale=args.scale), DEFAULT_OUT, DEFAULT_REPORT,
+                    NO_CONFIG)
 

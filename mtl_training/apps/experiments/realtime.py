@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mtl_perception.core.fileio import write_text_atomic
-from mtl_perception.core.metrics import flatten
 from mtl_training.apps.command import UserError
 from mtl_training.apps.experiments.study import (
     Arm,
@@ -46,11 +44,12 @@ from mtl_training.apps.experiments.study_page import (
     DELTA_KEYS,
     FMT,
     compare,
+    metric_cells,
     ms,
     page_command,
     run_block,
+    run_world_study,
     students,
-    study_jobs,
     teacher_table,
 )
 from mtl_training.config import ExperimentConfig, ModelConfig
@@ -193,17 +192,12 @@ def students_table(study: Study) -> list[str]:
         runs = students(study, SPLIT, arm.tag)
         if not runs:
             continue
-        m = [flatten(r["val"]) for r in runs.values()]
         sps = seconds_per_step(study, arm)
         ratio = (f"{np.median(sps):.3f}, {np.median(sps) / np.median(demo):.2f}x"
                  if sps and demo else "–")
-        steps = sorted({int(r["steps"]) for r in runs.values()})
         assert isinstance(arm, NetArm)
-        lines.append(
-            f"| {arm.label} | {arm.net.describe()} | {ms([x['miou'] for x in m])} | "
-            f"{ms([x['pixel_acc'] for x in m])} | {ms([x['abs_err'] for x in m])} | "
-            f"{ms([x['rel_err'] for x in m])} | {ms([x['delta1'] for x in m])} | "
-            f"{'/'.join(str(s) for s in steps)} | {ms(sps)} | {ratio} |")
+        lines.append(f"| {arm.label} | {arm.net.describe()} | {metric_cells(runs)} | {ms(sps)} | "
+                     f"{ratio} |")
     return lines
 
 
@@ -315,14 +309,6 @@ def write_report(study: Study) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """`mtl-train experiment realtime`: run (or continue) the study, rewrite its page."""
-    jobs = study_jobs(args)
-    if getattr(args, "config", None):
-        raise UserError(NO_CONFIG)
-    torch.set_num_threads(1)
-    out = Path(args.out or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    report = Path(args.report or DEFAULT_REPORT)
-    study = RealtimeStudy(out, report, list(range(args.seeds)), demo_scale_plan(args.scale))
-    study.run(jobs)
-    print(f"wrote {report} ({len(study.results)} runs in {out})")
+    run_world_study(args, RealtimeStudy, demo_scale_plan(args.scale), DEFAULT_OUT, DEFAULT_REPORT,
+                    NO_CONFIG)
 

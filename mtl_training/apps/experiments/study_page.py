@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mtl_perception.core.metrics import delta_m, flatten
 from mtl_training.apps.command import UserError
@@ -22,6 +23,7 @@ from mtl_training.apps.experiments.study import (
     UMMT,
     XTC,
     Arm,
+    Plan,
     Split,
     Study,
 )
@@ -161,6 +163,32 @@ def elapsed(study: Study) -> str:
     return (f"; {total:.1f} min elapsed over {how} with --jobs "
             f"{'/'.join(str(j) for j in jobs)}")
 
+
+
+def metric_cells(runs: dict[int, dict[str, Any]]) -> str:
+    """A students-table row's held-out cells over seeds: mIoU | pixel acc | abs err | abs rel |
+    δ<1.25 | steps."""
+    m = [flatten(r["val"]) for r in runs.values()]
+    steps = sorted({int(r["steps"]) for r in runs.values()})
+    return (f"{ms([x['miou'] for x in m])} | {ms([x['pixel_acc'] for x in m])} | "
+            f"{ms([x['abs_err'] for x in m])} | {ms([x['rel_err'] for x in m])} | "
+            f"{ms([x['delta1'] for x in m])} | {'/'.join(map(str, steps))}")
+
+
+def run_world_study(args: argparse.Namespace, cls: type[Study], plan: Plan, default_out: str,
+                    default_report: str, no_config: str) -> None:
+    """`mtl-train experiment <name>` for a study of the procedural world only: refuse
+    --config, run (or continue) it on one torch thread per process, rewrite its page."""
+    jobs = study_jobs(args)
+    if getattr(args, "config", None):
+        raise UserError(no_config)
+    torch.set_num_threads(1)
+    out = Path(args.out or default_out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Path(args.report or default_report)
+    study = cls(out, report, list(range(args.seeds)), plan)
+    study.run(jobs)
+    print(f"wrote {report} ({len(study.results)} runs in {out})")
 
 
 def study_jobs(args: argparse.Namespace) -> int:
