@@ -154,8 +154,10 @@ class _Worlds:
         return datasets_from_sources(cfg, self.source, pseudo, stats=stats)
 
     def calibration_set(self, cfg: DataConfig, stats: InputStats) -> MultiTaskDataset:
-        """The teacher's held-out source rooms (what pseudo.calibrate=teacher_val reads)."""
-        return datasets_from_sources(cfg, self.source, stats=stats)[1]
+        """The teacher's held-out source rooms (what pseudo.calibrate=teacher_val reads): its
+        validation set, every label, no augmentation."""
+        return MultiTaskDataset(self.source[1], (cfg.height, cfg.width), False, seed=cfg.seed,
+                                stats=stats)
 
     def robot_train(self, cfg: DataConfig, stats: InputStats) -> MultiTaskDataset:
         """The robot's training frames, segmentation hidden: what pseudo-labelling labels
