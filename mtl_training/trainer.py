@@ -189,10 +189,19 @@ class Trainer:
         seed_everything(cfg.train.seed)
         stats = encoder_input_stats(cfg.model.encoder)  # the normalisation its encoder expects
         self.val_sets: dict[str, Any] = {}  # per source, when data.sources lists several
+        self.model: nn.Module = build_model(cfg.model.spec()).to(self.device)
+        # a teacher learns only from frames carrying its input and its target (METHOD.md A)
+        required = tuple(getattr(self.model, "required_labels", ()))
         if cfg.data.sources and datasets is None:
             multi = build_multisource(cfg.data, num_classes=cfg.model.num_classes, stats=stats,
-                                      open_pseudo=PseudoLabelStore)
-            self.train_set, self.val_sets = MultiSourceTrainSet(multi), multi.val
+                                      open_pseudo=PseudoLabelStore, required=required)
+            if self.dist.is_main:
+                for line in multi.skipped:
+                    log.warning("%s", line)
+            frames = sum(len(ds) for ds in multi.train.datasets)
+            self.train_set = MultiSourceTrainSet(
+                multi, epoch_frames=max(frames, cfg.data.min_epoch_frames))
+            self.val_sets = multi.val
             self.val_set = next(iter(self.val_sets.values()))
         else:
             self.train_set, self.val_set = datasets or build_datasets(cfg.data, pseudo,
@@ -207,16 +216,14 @@ class Trainer:
             raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but dataset "
                               f"'{self.info.name}' has {len(self.info.classes)} classes")
         check_depth_range(cfg.model, self.info)  # a head bounded below the data saturates
-        self.model: nn.Module = build_model(cfg.model.spec()).to(self.device)
         # a task no training frame has a label for would train nothing and exit 0
         check_task_labels(list(getattr(self.model, "tasks", cfg.model.tasks)), self.train_set)
         # what resume compares: labels imported since the run started change the training set
         self.data_identity = training_identity(getattr(self.train_set, "source", None))
         if self.val_sets:  # every source's identity, weight and class map
             self.data_identity = {"sources": multi.identities}
-        # a teacher learns only from frames carrying its input and its target (METHOD.md A)
-        self.train_set = training_view(self.train_set, getattr(self.model, "required_labels", ()),
-                                       cfg.data.min_epoch_frames)
+        if not self.val_sets:  # several sources: each already keeps what `required` needs
+            self.train_set = training_view(self.train_set, required, cfg.data.min_epoch_frames)
         # missing/unexpected keys of model.encoder_weights / model.pretrained, and where the
         # initial weights came from; a resumed run takes its checkpoint's
         self.encoder_report: dict[str, list[str]] | None = None

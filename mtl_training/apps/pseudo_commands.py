@@ -12,10 +12,12 @@ import torch
 
 from mtl_perception.core.device import resolve_device
 from mtl_perception.core.models.backbones import encoder_input_stats
+from mtl_perception.core.models.teacher import REQUIRED_LABELS
 from mtl_training.apps.command import Command, UserError, config_from_args
 from mtl_training.config import ConfigError, DataConfig, from_dict
 from mtl_training.data import build_datasets, build_split
 from mtl_training.data.datasets import MultiTaskDataset
+from mtl_training.data.multisource import build_multisource
 from mtl_training.pseudo import PseudoLabelError
 from mtl_training.pseudo.run import run_pseudo_label
 from mtl_training.pseudo.teacher import load_teacher
@@ -48,14 +50,23 @@ def _subset_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data.get(k) for k in keys}
 
 
-def teacher_val_split(config: dict[str, Any], encoder: str) -> MultiTaskDataset:
+def teacher_val_split(config: dict[str, Any], encoder: str
+                      ) -> MultiTaskDataset | list[MultiTaskDataset]:
     """The teacher's own held-out labelled frames (the validation split of the data it trained
     on, from its checkpoint's config): where pseudo.calibrate=teacher_val reads its thresholds,
-    since the frames being labelled have no labels."""
+    since the frames being labelled have no labels. A teacher trained on several sources
+    (data.sources): the validation split of each source it trained on, in the run's classes."""
     try:
         data = from_dict(DataConfig, config.get("data") or {}, "teacher data")
         data.pseudo_labels = None
-        return build_split(data, "val", stats=encoder_input_stats(encoder))
+        stats = encoder_input_stats(encoder)
+        if data.sources:
+            data.sources = [{**entry, "pseudo_labels": None} for entry in data.sources]
+            num_classes = (config.get("model") or {}).get("num_classes")
+            multi = build_multisource(data, num_classes=num_classes, stats=stats,
+                                      required=REQUIRED_LABELS)
+            return list(multi.val.values())
+        return build_split(data, "val", stats=stats)
     except (ConfigError, OSError, ValueError) as exc:
         raise PseudoLabelError(f"pseudo.calibrate=teacher_val: cannot open the teacher's "
                                f"validation split ({exc}); its data must be at hand, or use "

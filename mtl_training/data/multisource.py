@@ -9,12 +9,18 @@ frame source, before label hiding and augmentation; ids the map does not name be
 Sampling rule: a source's frames are drawn with total probability proportional to its `weight`,
 spread evenly over its frames. With equal weights each source fills an equal share of an epoch
 whatever its size; weight 2 doubles a source's share relative to a weight-1 source.
+
+A teacher learns only from frames carrying its input and its target (METHOD.md A), so its run
+passes `required=("seg", "depth")`: each source keeps those frames, and a source without one
+(a robot's bag before any frame is labelled) is left out of training and validation, named in
+`MultiSourceData.skipped`. Its identity stays in the run's, so labels imported into it later
+change the run's data (a resume notices).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,10 +78,11 @@ class RemappedSource:
 class MultiSourceData:
     """The run's data: one training set over every source, one validation set per source."""
 
-    specs: list[SourceSpec]
+    specs: list[SourceSpec]  # the sources that train, in order
     train: ConcatDataset
     val: dict[str, MultiTaskDataset]
-    identities: list[dict[str, Any]]
+    identities: list[dict[str, Any]]  # every listed source's, trained or not
+    skipped: list[str] = field(default_factory=list)  # one line per source left out
 
     def sample_weights(self) -> torch.Tensor:
         """Per training frame: its source's weight / that source's frame count."""
@@ -94,17 +101,19 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                       pseudo: Sequence[PseudoLabels | None] | None = None,
                       open_pseudo: Callable[[str], PseudoLabels] | None = None,
                       stats: InputStats = IMAGENET_STATS,
-                      opened: Sequence[tuple[FrameSource, FrameSource]] | None = None
-                      ) -> MultiSourceData:
+                      opened: Sequence[tuple[FrameSource, FrameSource]] | None = None,
+                      required: Sequence[str] = ()) -> MultiSourceData:
     """Every source of `cfg` (data.sources, or the single top-level one) built and combined.
     `pseudo`: per source, its pseudo-label store; None: each entry's `pseudo_labels` folder,
     opened by `open_pseudo` (the trainer passes PseudoLabelStore: pseudo/ imports data/, so
     data/ takes the opener instead of importing it). `opened`: per source, its (train, val)
-    frame sources already built from its entry (a study shares its rendered worlds)."""
+    frame sources already built from its entry (a study shares its rendered worlds).
+    `required`: labels every training frame must carry (a teacher's input and target); a
+    source without such a frame is skipped, and ConfigError if every source is."""
     specs = source_specs(cfg, num_classes=num_classes)
     if opened is not None and len(opened) != len(specs):
         raise ValueError(f"build_multisource: {len(opened)} opened sources for {len(specs)}")
-    trains, vals, identities = [], {}, []
+    trains, vals, identities, kept, skipped = [], {}, [], [], []
     run_classes: list[str] = []
     for i, spec in enumerate(specs):
         train_src, val_src = opened[i] if opened is not None else build_sources(spec.data)
@@ -122,18 +131,32 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
                                   "given (build_multisource(..., open_pseudo=PseudoLabelStore))")
             store = open_pseudo(spec.data.pseudo_labels)
         train, val = datasets_from_sources(spec.data, (train_src, val_src), store, stats=stats)
-        if spec.labelled_only:  # a few labelled frames at their own share of every epoch
+        identities.append({"label": spec.label, "weight": spec.weight,
+                           "class_map": spec.class_map,
+                           "identity": identity})
+        if spec.labelled_only and not required:  # a few labelled frames at their own share
             try:
                 train = LabelledView(train, ("seg",))
             except ValueError:
                 raise ConfigError(f"data.sources[{i}].labelled_only: none of its training "
                                   "frames keeps a segmentation label") from None
+        elif required:
+            tasks = tuple(dict.fromkeys((*(("seg",) if spec.labelled_only else ()), *required)))
+            try:
+                train = LabelledView(train, tasks)
+            except ValueError:
+                skipped.append(f"data.sources[{i}] ({spec.label}): no training frame carries "
+                               f"{' and '.join(tasks)}, so it is left out")
+                continue
         trains.append(train)
         vals[spec.label] = val
-        identities.append({"label": spec.label, "weight": spec.weight,
-                           "class_map": spec.class_map,
-                           "identity": identity})
-    return MultiSourceData(specs, ConcatDataset(trains), vals, identities)
+        kept.append(spec)
+    if not kept:
+        raise ConfigError(f"data.sources: no source has a training frame carrying "
+                          f"{' and '.join(required)} (a teacher learns from frames with its "
+                          "input and its target): label some frames first (mtl-train labels "
+                          "import)")
+    return MultiSourceData(kept, ConcatDataset(trains), vals, identities, skipped)
 
 
 class MultiSourceTrainSet(ConcatDataset):

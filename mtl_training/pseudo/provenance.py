@@ -18,8 +18,15 @@ DATA_KEYS = ("name", "root", "seed", "classes", "train_frames", "render_height",
 
 
 def teacher_data(config: dict[str, Any]) -> dict[str, Any]:
-    """The identifying part of a teacher run's resolved `data` config section."""
+    """The identifying part of a teacher run's resolved `data` config section; a teacher
+    trained on several sources (data.sources): {"sources": [one such part per source]}, each
+    entry over the top-level keys it inherits."""
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    entries = data.get("sources")
+    if isinstance(entries, list) and entries:
+        top = {k: v for k, v in data.items() if k != "sources"}
+        merged = [{**top, **e} if isinstance(e, dict) else top for e in entries]
+        return {"sources": [{k: m[k] for k in DATA_KEYS if k in m} for m in merged]}
     return {k: data[k] for k in DATA_KEYS if k in data}
 
 
@@ -37,7 +44,9 @@ def is_cross_domain(teacher: dict[str, Any], target: dict[str, Any]) -> bool:
     trained, as the packaged configs' relative roots assume), or the same benchmark at the same
     root. Anything else, including a teacher config without a data section, is cross-domain:
     the cautious answer, since it tells the user the kept-pixel accuracy is not measured on the
-    target."""
+    target. Several sources: cross-domain unless one of them is the target."""
+    if isinstance(teacher.get("sources"), list):
+        return all(is_cross_domain(s, target) for s in teacher["sources"])
     name, kind = teacher.get("name"), target.get("kind")
     if kind == "synthetic":
         return not (name == "synthetic" and teacher.get("seed", 0) == target.get("seed")

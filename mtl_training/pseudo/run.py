@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,27 +235,45 @@ def summarize_records(records: dict[str, dict[str, Any]], task: str,
     return out
 
 
-def calibrate_seg(teacher: LoadedTeacher, calibration: MultiTaskDataset,
+Calibration = MultiTaskDataset | Sequence[MultiTaskDataset]
+
+
+def _calibration_sets(calibration: Calibration) -> list[MultiTaskDataset]:
+    """One held-out set, or one per source a multi-source teacher trained on."""
+    if isinstance(calibration, MultiTaskDataset):
+        return [calibration]
+    return list(calibration)
+
+
+def _calibration_identity(calibration: Calibration) -> dict[str, Any] | list[dict[str, Any]]:
+    """The manifest's `calibration`: one identity, or a list for several sources."""
+    ids = [dataset_identity(c.source) for c in _calibration_sets(calibration)]
+    return ids[0] if len(ids) == 1 else ids
+
+
+def calibrate_seg(teacher: LoadedTeacher, calibration: Calibration,
                   cfg: PseudoLabelConfig, device: torch.device, num_classes: int
                   ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class thresholds at cfg.target_precision on labelled frames the teacher never trained
     on (pseudo/thresholds.py precision_thresholds), and what they kept there. Pixel precision
     on the teacher's own held-out frames: on another domain the teacher is less often right at
     the same confidence, so the target's precision is lower than this (the manifest says
-    cross_domain)."""
+    cross_domain). Several sets (a teacher trained on several sources): their pixels pooled."""
     all_hist = np.zeros((num_classes, CONF_BINS), np.int64)
     right_hist = np.zeros((num_classes, CONF_BINS), np.int64)
     frames = 0
-    for item, (conf, arg) in _teacher_outputs(teacher, calibration, list(range(len(calibration))),
-                                              cfg.batch_size, device, None, "calibrate", False):
-        if item.raw_seg is None:
-            continue
-        gt = item.raw_seg.astype(np.int64)
-        scored = gt != IGNORE_INDEX
-        hit = scored & (arg == gt)
-        all_hist += confidence_histogram(conf[scored], arg[scored], num_classes)
-        right_hist += confidence_histogram(conf[hit], arg[hit], num_classes)
-        frames += 1
+    for held_out in _calibration_sets(calibration):
+        for item, (conf, arg) in _teacher_outputs(teacher, held_out, list(range(len(held_out))),
+                                                  cfg.batch_size, device, None, "calibrate",
+                                                  False):
+            if item.raw_seg is None:
+                continue
+            gt = item.raw_seg.astype(np.int64)
+            scored = gt != IGNORE_INDEX
+            hit = scored & (arg == gt)
+            all_hist += confidence_histogram(conf[scored], arg[scored], num_classes)
+            right_hist += confidence_histogram(conf[hit], arg[hit], num_classes)
+            frames += 1
     if frames == 0:
         raise PseudoLabelError("pseudo.calibrate=teacher_val: none of the teacher's held-out "
                                "frames carries its input and a segmentation label")
@@ -293,7 +311,7 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
                      cfg: PseudoLabelConfig, device: torch.device | str = "cpu",
                      overwrite: bool = False, max_frames: int = 0, progress: bool = True,
                      cache: dict | None = None,
-                     calibration: MultiTaskDataset | None = None) -> dict[str, Any]:
+                     calibration: Calibration | None = None) -> dict[str, Any]:
     """Label every frame of `dataset` that keeps the teacher's input but not its target.
 
     Resumable: frames already in progress.jsonl (with their file present) are skipped; a folder
@@ -303,7 +321,9 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
     `max_frames` > 0 stops after that many new frames (a time-sliced run; call again to finish).
     `cache` (a dict kept by the caller) reuses teacher outputs across calls, e.g. a tau sweep.
     `calibration`: labelled frames the teacher never trained on, which pseudo.depth_filter
-    "calibrated" needs (a depth target only); every rank reads all of them (they are few).
+    "calibrated" needs (a depth target only), or the teacher's own held-out labelled frames
+    that pseudo.calibrate=teacher_val reads (one set per source of a multi-source teacher);
+    every rank reads all of them (they are few).
     Returns the manifest's summary; the manifest says "complete": true once every frame is done.
     Launched by torchrun, the ranks share the frames (module docstring).
     """
@@ -322,7 +342,7 @@ def run_pseudo_label(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: str
 def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: PseudoLabelConfig,
          device: torch.device, overwrite: bool, max_frames: int, progress: bool,
          cache: dict | None, ctx: distributed.Dist,
-         calibration: MultiTaskDataset | None = None) -> dict[str, Any]:
+         calibration: Calibration | None = None) -> dict[str, Any]:
     main = ctx.is_main
     progress = progress and main
     task, classes = teacher.target, list(dataset.info.classes)
@@ -348,7 +368,7 @@ def _run(teacher: LoadedTeacher, dataset: MultiTaskDataset, out: Path, cfg: Pseu
                     "pseudo.calibrate=teacher_val needs the teacher's held-out labelled frames "
                     "(its validation split, with its input and segmentation labels)")
             settings.update(calibrate=cfg.calibrate, target_precision=cfg.target_precision,
-                            calibration=dataset_identity(calibration.source))
+                            calibration=_calibration_identity(calibration))
     else:
         settings.update(depth_rel_tol=cfg.depth_rel_tol, max_depth=dataset.info.max_depth)
         if cfg.depth_filter == "calibrated":  # absent for "flip": older folders still resume

@@ -166,3 +166,71 @@ def test_epoch_frames_fixes_the_draws_per_epoch_and_opened_sources_are_used() ->
     assert len(full.draw(gen)) == len(full) and len(fixed.draw(gen)) == 10
     with pytest.raises(ValueError, match="1 opened sources for 2"):
         build_multisource(cfg, opened=opened[:1])
+
+
+def _teacher_cfg(tmp_path: Path, second: dict) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.data = from_dict(DataConfig, {**SMALL, "sources": [
+        {"seed": 1, "label": "labelled"},
+        {"seed": 2, "style": "robot", "label": "robot", **second}]}, prefix="data")
+    cfg.model.arch, cfg.model.aux_input = "teacher", "depth"
+    cfg.model.decoder_channels, cfg.model.decoder_convs = 8, 1
+    t = cfg.train
+    t.out_dir, t.epochs, t.batch_size, t.lr = str(tmp_path / "teacher"), 1, 4, 1e-3
+    t.device, t.num_threads, t.montage_frames = "cpu", 1, 0
+    return cfg
+
+
+def test_teacher_trains_on_every_source_with_labelled_frames(tmp_path: Path, caplog) -> None:
+    """After `labels import` a robot folder holds a few labelled frames: a teacher over the
+    benchmark and the robot learns from both; a source with no labelled frame yet is left out
+    of training and validation with one line, and its identity is still recorded."""
+    cfg = _teacher_cfg(tmp_path / "a", {"seg_fraction": 0.0})
+    with caplog.at_level("WARNING"):
+        run = train(cfg)
+    assert "data.sources[1] (robot): no training frame carries seg and depth" in caplog.text
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert sorted(record["val"]["sources"]) == ["labelled"]
+    sources = load_checkpoint(run / "last.pt")["dataset"]["sources"]
+    assert [s["label"] for s in sources] == ["labelled", "robot"]
+
+    cfg = _teacher_cfg(tmp_path / "b", {"seg_frames": [1, 5, 7], "weight": 2})
+    data = build_multisource(cfg.data, required=("seg", "depth"))
+    assert [len(d) for d in data.train.datasets] == [8, 3]  # the robot's 3 labelled frames
+    assert not data.skipped
+    run = train(cfg)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert sorted(record["val"]["sources"]) == ["labelled", "robot"]
+
+    nothing = _teacher_cfg(tmp_path / "c", {"seg_fraction": 0.0})
+    nothing.data.sources[0]["seg_fraction"] = 0.0
+    with pytest.raises(ConfigError, match=r"data\.sources: no source has a training frame "
+                                          r"carrying seg and depth"):
+        train(nothing)
+
+
+def test_pseudo_labels_from_a_multi_source_teacher_calibrate_on_each_source(
+        tmp_path: Path, capsys) -> None:
+    """`pseudo-label` with such a teacher: thresholds from the held-out frames of every source
+    it trained on (the manifest lists both), and labelling the robot it partly trained on is
+    not cross-domain."""
+    import yaml
+
+    from mtl_training.apps.train_cli import main
+
+    run = train(_teacher_cfg(tmp_path, {"seg_frames": [1, 5, 7]}))
+    target = tmp_path / "robot.yaml"
+    target.write_text(yaml.safe_dump({
+        "data": {**SMALL, "seed": 2, "style": "robot", "seg_fraction": 0.0},
+        "train": {"device": "cpu"},
+        "pseudo": {"calibrate": "teacher_val", "batch_size": 4}}))
+    out = tmp_path / "pseudo"
+    assert main(["pseudo-label", "--teacher", str(run), "--checkpoint", "last", "--out",
+                 str(out), "--config", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert "thresholds calibrated on the teacher's held-out frames (4 frames)" in printed
+    m = json.loads((out / "manifest.json").read_text())
+    assert [c["seed"] for c in m["calibration"]] == [1, 2]
+    assert [s["seed"] for s in m["teacher_data"]["sources"]] == [1, 2]
+    assert m["teacher_data"]["sources"][1]["style"] == "robot"
+    assert m["cross_domain"] is False

@@ -48,6 +48,10 @@ class FusionBlock(nn.Module):
         return rgb + self.mix(torch.cat([rgb, aux], dim=1))
 
 
+# what a training frame must carry for a teacher to learn from it: its input and its target
+REQUIRED_LABELS: tuple[str, ...] = ("seg", "depth")
+
+
 class MultiModalTeacher(nn.Module):
     """forward(image, aux) -> {target: prediction}; `aux_input` tells the trainer what to pass.
 
@@ -68,7 +72,7 @@ class MultiModalTeacher(nn.Module):
         self.target = AUX_TARGET[aux_input]
         self.tasks = (self.target,)
         # frames it can learn from must carry its input and its target
-        self.required_labels: tuple[str, ...] = ("seg", "depth")
+        self.required_labels: tuple[str, ...] = REQUIRED_LABELS
         self.num_classes = num_classes
         self.max_depth = max_depth
         # depth in: normalised depth + validity mask (a hole is "unknown", not "at 0 m")
