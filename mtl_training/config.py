@@ -21,7 +21,7 @@ import yaml
 
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.models.registry import MAX_DECODER_CHANNELS, ModelSpec, ModelSpecError
-from mtl_training.losses import XTC_MODES
+from mtl_training.losses import DEPTH_LOSSES, XTC_MODES
 
 
 class ConfigError(ValueError):
@@ -176,6 +176,7 @@ class LossConfig:
     """How per-task losses are formed and combined."""
 
     depth_weight: float = 1.0  # alpha in CE + alpha * depth loss
+    depth_loss: str = "l1"  # l1 (metres) | log_l1 (|log pred - log true|: relative error)
     weighting: str = "equal"  # equal | uncertainty | gradnorm | dwa
     gradnorm_alpha: float = 1.5  # GradNorm restoring-force strength (Chen et al.: 0.5..3)
     gradnorm_lr: float = 0.025  # Adam learning rate of GradNorm's own task-weight update
@@ -348,7 +349,8 @@ RULES: dict[type, dict[str, Rule]] = {
     ModelConfig: {"max_depth": _POSITIVE, "pretrained": choice("none", "imagenet")},
     # the spec (registry MAX_*) checks the rest
     LossConfig: {
-        "depth_weight": _NONNEG, "weighting": choice(*LOSS_WEIGHTINGS),
+        "depth_weight": _NONNEG, "depth_loss": choice(*DEPTH_LOSSES),
+        "weighting": choice(*LOSS_WEIGHTINGS),
         "gradnorm_alpha": _NONNEG, "gradnorm_lr": _POSITIVE, "dwa_temperature": _POSITIVE,
         "xtc_lambda_seg": _FRACTION, "xtc_lambda_depth": _FRACTION,
         "xtc_mode": choice(*XTC_MODES), "xtc_channels": ints(1, MAX_DECODER_CHANNELS),
@@ -574,9 +576,20 @@ def load_config(path: str | Path | None = None,
         if path is None:
             raise
         raise ConfigError(f"{path}: {exc}") from exc
+    file_error = None  # what the file alone breaks (an override may still mend it)
+    if path is not None:
+        try:
+            cfg.validate()
+        except ConfigError as exc:
+            file_error = str(exc)
     for assignment in overrides or []:
         apply_override(cfg, assignment)
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        if file_error is not None and str(exc) == file_error:  # the file's value: name it
+            raise ConfigError(f"{path}: {exc}") from exc
+        raise
     return cfg
 
 

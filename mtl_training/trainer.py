@@ -451,7 +451,8 @@ class Trainer:
         pred, transferred = out["pred"], out.get("transferred")
         batch_dev = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor)
                      else v for k, v in batch.items()}
-        terms = task_losses(pred, batch_dev, self.cfg.data.pseudo_weight)
+        terms = task_losses(pred, batch_dev, self.cfg.data.pseudo_weight,
+                            self.cfg.loss.depth_loss)
         extra: dict[str, torch.Tensor] = {}
         if transferred is not None:
             mode = self.cfg.loss.xtc_mode

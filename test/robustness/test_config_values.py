@@ -66,6 +66,7 @@ BAD_VALUES = [
     ("model.pretrained=imagenet21k", "model.pretrained"), ("model.decoder=fpn", "model.decoder"),
     ("model.encoder=efficientnet_b0", "model.encoder"),
     ("loss.weighting=magic", "loss.weighting"), ("loss.depth_weight=-1", "loss.depth_weight"),
+    ("loss.depth_loss=l2", "loss.depth_loss"),
     ("loss.gradnorm_lr=0", "loss.gradnorm_lr"), ("loss.gradnorm_alpha=-1", "loss.gradnorm_alpha"),
     ("loss.dwa_temperature=0", "loss.dwa_temperature"),
     ("loss.xtc_lambda_seg=1.5", "loss.xtc_lambda_seg"),

@@ -50,6 +50,12 @@ def test_thirteen_arms_headline_pair_first_and_every_arm_is_a_valid_sources_conf
                               out=str(tmp_path / "x"), report=None)
     with pytest.raises(UserError, match="two styles only"):
         dm.run(args)
+    # --arms: a larger --scale of the headline arms only; the page counts only those runs
+    study.choose_arms(["source_only", "pseudo"])
+    assert [a.tag for _, a in study.chosen_steps()] == ["source_only", "pseudo"]
+    assert len(study.planned()) == 10 and len(study.pending()) == 10
+    with pytest.raises(UserError, match="unknown arm 'psuedo' .*source_only, pseudo"):
+        study.choose_arms(["psuedo"])
 
 
 def test_one_seed_runs_teacher_pseudo_labels_select_and_students(tmp_path):

@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 
 from mtl_training.losses import masked_cross_entropy, masked_l1, task_losses
@@ -42,6 +45,25 @@ def test_invalid_depth_pixels_ignored():
     target = torch.tensor([[[[1.0, 0.0], [3.0, 0.0]]]])
     assert masked_l1(pred, target, torch.tensor([True])).item() == 1.0
     assert masked_l1(pred, target, torch.tensor([False])) is None
+
+
+def test_log_l1_scores_relative_error_and_ignores_invalid_pixels():
+    """loss.depth_loss=log_l1: a 10 % miss costs the same at 1 m and at 8 m (metric L1 weighs
+    the far one eight times), holes (0) stay out, and gradients stay finite."""
+    pred = torch.tensor([[[[1.1, 8.8], [5.0, 0.0]]]], requires_grad=True)
+    target = torch.tensor([[[[1.0, 8.0], [0.0, 2.0]]]])
+    has = torch.tensor([True])
+    near_far = masked_l1(pred[..., :1, :], target[..., :1, :], has, log=True)
+    assert near_far.item() == pytest.approx(math.log(1.1), rel=1e-5)
+    loss = masked_l1(pred, target, has, log=True)  # a 0 m prediction reads as 1 mm
+    assert loss.item() == pytest.approx((2 * math.log(1.1) + math.log(2.0 / 1e-3)) / 3, rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad[0, 0, 1, 0] == 0  # a hole: no gradient
+    batch = {"depth": target, "has_depth": has}
+    assert task_losses({"depth": pred}, batch, depth_loss="log_l1")["depth"].item() == \
+        pytest.approx(loss.item())
+    with pytest.raises(ValueError, match="Unknown depth loss 'l2'"):
+        task_losses({"depth": pred}, batch, depth_loss="l2")
 
 
 def test_pseudo_weight_scales_pseudo_frames():

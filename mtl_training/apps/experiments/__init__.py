@@ -53,6 +53,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply frames/epochs (CPU default 1.0; use e.g. 8 on a GPU)")
     p.add_argument("--report", default=None, help="markdown results file to (re)write")
+    p.add_argument("--arms", default=None,
+                   help="comma-separated arm tags: run only these (realtime, pseudo_depth, "
+                        "domain; e.g. a larger --scale of the headline arms); the page's status "
+                        "counts only their runs")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, one process and one torch thread each (imbalance, "
                         "pseudo_depth, realtime, domain; "

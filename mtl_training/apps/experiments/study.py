@@ -32,6 +32,7 @@ import torch
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_perception.core.preprocess import IMAGENET_STATS, InputStats
+from mtl_training.apps.command import UserError
 from mtl_training.config import (
     DataConfig,
     ExperimentConfig,
@@ -262,6 +263,22 @@ class Study:
         self.reload()
         self.worlds: dict[tuple[int, int, float], _World] = {}
         self.caches: dict[str, dict] = {}
+        self.only: tuple[str, ...] = ()  # --arms: run (and plan) only these arms' units
+
+    def choose_arms(self, tags: list[str]) -> None:
+        """Limit the study to the arms tagged `tags` (--arms: e.g. a larger --scale of its
+        headline arms only); an unknown tag raises UserError listing the study's arms."""
+        known = list(dict.fromkeys(arm.tag for _, arm in self.steps()))
+        unknown = [t for t in tags if t not in known]
+        if unknown:
+            raise UserError(f"--arms: unknown arm '{unknown[0]}' (this study's arms: "
+                            f"{', '.join(known)})")
+        self.only = tuple(tags)
+
+    def chosen_steps(self) -> list[tuple[Split, Arm]]:
+        """steps(), limited to --arms when given."""
+        steps = self.steps()
+        return [s for s in steps if s[1].tag in self.only] if self.only else steps
 
     def reload(self) -> None:
         """Read every finished unit from results.jsonl (other processes of a --jobs run append
@@ -341,7 +358,7 @@ class Study:
         raise NotImplementedError(f"{type(self).__name__} must say which units it runs")
 
     def planned(self) -> list[str]:
-        return [f"s{seed}/{split.key}/{arm.tag}" for split, arm in self.steps()
+        return [f"s{seed}/{split.key}/{arm.tag}" for split, arm in self.chosen_steps()
                 for seed in self.seeds]
 
     def status(self) -> str:
@@ -458,7 +475,8 @@ class Study:
                 ) -> list[tuple[int, Split, Arm]]:
         """Units not finished yet, in priority order: each step for every seed before the
         next step."""
-        return [(seed, split, arm) for split, arm in (self.steps() if steps is None else steps)
+        return [(seed, split, arm) for split, arm in (self.chosen_steps() if steps is None
+                                                      else steps)
                 for seed in self.seeds if f"s{seed}/{split.key}/{arm.tag}" not in self.results]
 
     def run(self, jobs: int = 1, steps: list[tuple[Split, Arm]] | None = None,
@@ -494,7 +512,7 @@ class Study:
         """Units go to a pool of `jobs` fresh processes in priority order (FIFO); the first
         failure stops the study (finished units stay recorded)."""
         state = {"out": str(self.out), "report": str(self.report), "seeds": self.seeds,
-                 "plan": self.plan, "cls": type(self), **state}
+                 "plan": self.plan, "cls": type(self), "only": self.only, **state}
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
                                  initargs=(state,)) as pool:
@@ -525,6 +543,7 @@ def _worker_init(state: dict[str, Any]) -> None:
     base = load_config(config, state.get("set") or []) if config else None
     _WORKER = state.get("cls", Study)(Path(state["out"]), Path(state["report"]),
                                       list(state["seeds"]), state["plan"], base, config)
+    _WORKER.only = tuple(state.get("only") or ())  # its pages plan what the command chose
 
 
 def _worker_unit(seed: int, split: Split, arm: Arm) -> str:

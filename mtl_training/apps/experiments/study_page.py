@@ -132,6 +132,8 @@ def page_command(study: Study, template: str, default_out: str, default_report: 
         cmd += f" --report {study.report}"
     if study.config_path:
         cmd += f" --config {study.config_path}"
+    if study.only:
+        cmd += f" --arms {','.join(study.only)}"
     return cmd
 
 
@@ -187,6 +189,8 @@ def run_world_study(args: argparse.Namespace, cls: type[Study], plan: Plan, defa
     out.mkdir(parents=True, exist_ok=True)
     report = Path(args.report or default_report)
     study = cls(out, report, list(range(args.seeds)), plan)
+    if getattr(args, "arms", None):
+        study.choose_arms([t.strip() for t in args.arms.split(",") if t.strip()])
     study.run(jobs)
     print(f"wrote {report} ({len(study.results)} runs in {out})")
 
