@@ -14,7 +14,7 @@ from mtl_perception.core.device import resolve_device
 from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_perception.core.models.teacher import REQUIRED_LABELS
 from mtl_training.apps.command import Command, UserError, config_from_args
-from mtl_training.config import ConfigError, DataConfig, from_dict
+from mtl_training.config import ConfigError, DataConfig, ExperimentConfig, from_dict
 from mtl_training.data import build_datasets, build_split
 from mtl_training.data.datasets import MultiTaskDataset
 from mtl_training.data.multisource import build_multisource
@@ -22,6 +22,7 @@ from mtl_training.pseudo import PseudoLabelError
 from mtl_training.pseudo.run import run_pseudo_label
 from mtl_training.pseudo.teacher import load_teacher
 from mtl_training.pseudo.thresholds import MODES
+from mtl_training.source_config import source_specs
 
 log = logging.getLogger("mtl_training.pseudo.run")  # the name the pseudo-label warnings had
 
@@ -38,6 +39,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="stop after this many new frames (run again to continue)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard a folder written with other settings")
+    p.add_argument("--source", default=None, metavar="LABEL",
+                   help="label this data.sources entry (by its label) of the config's student "
+                        "stage instead of the top-level data")
     p.add_argument("--depth-filter", choices=("flip", "calibrated"), default=None,
                    help="pseudo-depth filter (pseudo.depth_filter): flip agreement, or its "
                         "threshold calibrated on the validation split's sensor depth")
@@ -73,8 +77,29 @@ def teacher_val_split(config: dict[str, Any], encoder: str
                                "pseudo.calibrate=none") from exc
 
 
+def source_data(cfg: ExperimentConfig, label: str) -> DataConfig:
+    """The data of the student stage's data.sources entry labelled `label`: what --source
+    pseudo-labels (its `pseudo_labels` key then names the folder the student reads)."""
+    data = cfg.for_stage("student").data
+    if not data.sources:
+        raise UserError(f"--source {label}: the config lists no data.sources (top level or "
+                        "stages.student)")
+    specs = source_specs(data, num_classes=cfg.model.num_classes)
+    match = [s for s in specs if s.label == label]
+    if not match:
+        raise UserError(f"--source {label}: no data.sources entry has that label (labels: "
+                        f"{', '.join(s.label for s in specs)})")
+    if match[0].class_map is not None:
+        raise UserError(f"--source {label}: the entry has a class_map, so its frames are in "
+                        "other classes than the teacher's; pseudo-label it with a config whose "
+                        "top-level data is that dataset in the run's classes")
+    return match[0].data
+
+
 def _pseudo_label(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
+    if args.source:
+        cfg.data = source_data(cfg, args.source)
     if args.tau is not None:
         cfg.pseudo.tau = args.tau
     if args.mode is not None:

@@ -12,7 +12,7 @@ import torch
 
 from mtl_perception.core.artifact import read_metadata
 from mtl_training.checkpoint import load_checkpoint
-from mtl_training.config import ConfigError, DataConfig, ExperimentConfig, from_dict
+from mtl_training.config import ConfigError, DataConfig, ExperimentConfig, from_dict, load_config
 from mtl_training.data import build_sources
 from mtl_training.data.multisource import MultiSourceTrainSet, build_multisource
 from mtl_training.export import export_run
@@ -219,14 +219,21 @@ def test_pseudo_labels_from_a_multi_source_teacher_calibrate_on_each_source(
     from mtl_training.apps.train_cli import main
 
     run = train(_teacher_cfg(tmp_path, {"seg_frames": [1, 5, 7]}))
-    target = tmp_path / "robot.yaml"
-    target.write_text(yaml.safe_dump({
-        "data": {**SMALL, "seed": 2, "style": "robot", "seg_fraction": 0.0},
-        "train": {"device": "cpu"},
-        "pseudo": {"calibrate": "teacher_val", "batch_size": 4}}))
+    config = tmp_path / "robot.yaml"  # the student's sources; --source picks the robot's
+    config.write_text(yaml.safe_dump({
+        "data": SMALL, "train": {"device": "cpu"},
+        "pseudo": {"calibrate": "teacher_val", "batch_size": 4},
+        "stages": {"student": {"data": {"sources": [
+            {"seed": 1, "label": "labelled"},
+            {"seed": 2, "style": "robot", "seg_fraction": 0.0, "label": "robot",
+             "pseudo_labels": str(tmp_path / "pseudo")}]}}}}))
     out = tmp_path / "pseudo"
-    assert main(["pseudo-label", "--teacher", str(run), "--checkpoint", "last", "--out",
-                 str(out), "--config", str(target)]) == 0
+    command = ["pseudo-label", "--teacher", str(run), "--checkpoint", "last", "--out", str(out),
+               "--config", str(config)]
+    assert main([*command, "--source", "robbot"]) == 2
+    assert "no data.sources entry has that label (labels: labelled, robot)" in \
+        capsys.readouterr().err
+    assert main([*command, "--source", "robot"]) == 0
     printed = capsys.readouterr().out
     assert "thresholds calibrated on the teacher's held-out frames (4 frames)" in printed
     m = json.loads((out / "manifest.json").read_text())
@@ -234,3 +241,9 @@ def test_pseudo_labels_from_a_multi_source_teacher_calibrate_on_each_source(
     assert [s["seed"] for s in m["teacher_data"]["sources"]] == [1, 2]
     assert m["teacher_data"]["sources"][1]["style"] == "robot"
     assert m["cross_domain"] is False
+    assert m["dataset"]["style"] == "robot" and m["dataset"]["seed"] == 2
+    student = load_config(config).for_stage("student")  # reads them: the identities agree
+    student.train.out_dir, student.train.epochs = str(tmp_path / "student"), 1
+    student.model.decoder_channels, student.model.decoder_convs = 8, 1
+    student.train.num_threads, student.train.montage_frames = 1, 0
+    train(student)
