@@ -40,7 +40,8 @@ def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-feature-distance", type=float, default=0.02,
                    help="frames whose pooled teacher features are closer are duplicates")
     p.add_argument("--pre-annotate", action="store_true",
-                   help="export the teacher's prediction as masks to correct (PNG + CVAT zip)")
+                   help="export the teacher's prediction as masks to correct (PNG, CVAT zip, "
+                        "Label Studio predictions)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing selection")
 
 
@@ -83,10 +84,10 @@ def _select(args: argparse.Namespace) -> int:
 
 def _labels_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="labels_command", required=True, metavar="{import}")
-    imp = sub.add_parser("import", help="masks (PNG ids/colours, CVAT Segmentation mask 1.1) "
-                         "-> segmentation labels of a folder dataset")
-    imp.add_argument("src", type=Path, help="select folder, CVAT export (.zip or folder), or a "
-                     "folder of <frame>.png masks")
+    imp = sub.add_parser("import", help="masks (PNG ids/colours, CVAT Segmentation mask 1.1, "
+                         "Label Studio JSON) -> segmentation labels of a folder dataset")
+    imp.add_argument("src", type=Path, help="select folder, CVAT export (.zip or folder), Label "
+                     "Studio JSON export (.json), or a folder of <frame>.png masks")
     imp.add_argument("--into", required=True, type=Path, help="folder dataset to label")
     imp.add_argument("--selection", type=Path, default=None,
                      help="the select folder the masks came from (names, pre-annotation check)")

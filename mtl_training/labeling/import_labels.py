@@ -1,6 +1,8 @@
 """`labels import`: finished masks back into a folder dataset as segmentation labels.
 
 What SRC may be (found in this order):
+- a Label Studio "JSON" export (a .json file: label_studio.py): each task's last annotation,
+  its brush regions painted in order, label names -> the dataset's classes, the rest unlabelled;
 - a CVAT "Segmentation mask 1.1" export, as the .zip CVAT downloads or unpacked: labelmap.txt
   names -> the dataset's classes ("background", i.e. black, is unlabelled = 255, unless the
   dataset has a class of that name), SegmentationClass/<item>.png colours -> class ids;
@@ -52,7 +54,7 @@ from mtl_training.data.sources.folder import (
     read_index,
     read_npy,
 )
-from mtl_training.labeling import LabelingError
+from mtl_training.labeling import LabelingError, label_studio
 from mtl_training.labeling.export_formats import (
     BACKGROUND,
     BLACK,
@@ -86,12 +88,13 @@ class MaskSource:
 class Layout:
     """What SRC turned out to be, its mask files, and how colours in them map to classes."""
 
-    kind: str  # cvat | selection | png
+    kind: str  # label_studio | cvat | selection | png
     masks: list[MaskSource]
     colours: dict[Colour, int]  # colour -> class id or 255
     colours_from: str  # what declares them (for messages)
     unknown: dict[Colour, str] = field(default_factory=dict)  # labelmap names not classes
     selection: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # skipped entries, one line each
 
 
 def _member_reader(zpath: Path, member: str) -> Callable[[], bytes]:
@@ -151,6 +154,25 @@ def _cvat_layout(src: Path, classes: list[str]) -> Layout | None:
     return Layout("cvat", masks, table, where, unknown)
 
 
+def _label_studio_layout(src: Path, classes: list[str]) -> Layout:
+    """A Label Studio JSON export: one class-id mask per annotated task (label_studio.py),
+    handed on as a single-channel PNG so it passes the same checks as any mask file."""
+    masks, notes = [], []
+    for where, name, regions in label_studio.read_export(src):
+        def read(where: str = where, regions: list = regions) -> bytes:
+            ids = label_studio.regions_to_ids(where, regions, classes)
+            return encode_png(id_image(ids, len(classes)))  # type: ignore[arg-type]
+        if not any(str(r.get("type", "")).lower() == "brushlabels" for r in regions
+                   if isinstance(r, dict)):
+            notes.append(f"{where}: its annotation has no brush region, not imported")
+            continue
+        masks.append(MaskSource(where, name, read))
+    if not masks and not notes:
+        raise LabelingError(f"{src}: no annotated task (export the project as 'JSON' after "
+                            "submitting the annotations)")
+    return Layout("label_studio", masks, {}, f"{src} (brush label names)", notes=notes)
+
+
 def _png_table(palette: list[list[int]], n: int) -> dict[Colour, int]:
     """The colours plain colour masks use: the selection's (label_colours), black unlabelled."""
     table: dict[Colour, int] = {tuple(c): i for i, c in enumerate(label_colours(palette, n))}
@@ -162,6 +184,8 @@ def find_layout(src: Path, classes: list[str], palette: list[list[int]]) -> Layo
     """What SRC holds (module docstring), its mask files in name order."""
     if not src.exists():
         raise LabelingError(f"{src}: not found")
+    if src.is_file() and src.suffix.lower() == ".json":
+        return _label_studio_layout(src, classes)
     cvat = _cvat_layout(src, classes)
     if cvat is not None:
         return cvat
@@ -261,7 +285,7 @@ def plan_import(src: Path, data_dir: Path, *, selection_dir: Path | None = None,
             if rec.get("pre_annotation_sha256"):
                 pre[str(rec["id"])] = str(rec["pre_annotation_sha256"])
     errors: list[str] = []
-    skips: list[str] = []
+    skips: list[str] = list(layout.notes)
     planned: list[Planned] = []
     seen: dict[str, str] = {}
     for mask in layout.masks:

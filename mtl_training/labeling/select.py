@@ -21,6 +21,7 @@ The output folder (export_formats.py for the file layouts):
                     stamp / scores / files, class names and colours
     images/, masks/, masks_color/, classes.txt     plain PNG (masks only with pre-annotation)
     cvat/labelmap.txt, cvat/labels.json, cvat/segmentation_mask_1.1.zip (zip: pre-annotation)
+    label_studio/label_config.xml, label_studio/tasks.json (predictions: pre-annotation)
 manifest.json is written last and atomically: a folder without it is an unfinished selection.
 """
 
@@ -46,7 +47,7 @@ from mtl_perception.core.models.backbones import encoder_input_stats
 from mtl_training.data.identity import dataset_identity
 from mtl_training.data.sources.folder import FolderSource, read_index
 from mtl_training.data.transforms import make_sample
-from mtl_training.labeling import LabelingError
+from mtl_training.labeling import LabelingError, label_studio
 from mtl_training.labeling.export_formats import (
     CVAT_ZIP,
     classes_text,
@@ -64,7 +65,8 @@ from mtl_training.pseudo.teacher import LoadedTeacher
 FORMAT = "mtl_perception.label_selection/1"
 MANIFEST = "manifest.json"
 STRATEGIES = ("uncertainty-diversity", "random")
-OUTPUTS = ("images", "masks", "masks_color", "cvat")  # what --overwrite clears first
+# what --overwrite clears first
+OUTPUTS = ("images", "masks", "masks_color", "cvat", "label_studio")
 
 log = logging.getLogger("mtl_training.labeling")
 
@@ -344,7 +346,7 @@ def run_select(teacher: LoadedTeacher, data_dir: str | Path, out: str | Path,
     choice = choose(scores, centres, rule)
 
     colours = label_colours(src.info.palette, len(classes))
-    frames, names, masks = [], [], []
+    frames, names, masks, tasks = [], [], [], []
     for pick in choice.picks:
         s = pick.score
         name = safe_name(s.frame_id)
@@ -361,14 +363,21 @@ def run_select(teacher: LoadedTeacher, data_dir: str | Path, out: str | Path,
             rec.update(write_png_export(out, name, mask, colours, len(classes)))
             rec["pre_annotation_sha256"] = mask_sha256(mask)
             masks.append(mask)
+        tasks.append(label_studio.task(out, name, s.frame_id, masks[-1] if pre_annotate else None,
+                                       classes, f"teacher {teacher.sha256[:12]}"))
         names.append(name)
         frames.append(rec)
     write_text_atomic(out / "classes.txt", classes_text(classes, colours))
     write_text_atomic(out / "cvat" / "labelmap.txt", labelmap_text(classes, colours))
     write_text_atomic(out / "cvat" / "labels.json", cvat_labels_json(classes, colours))
+    ls_dir = out / "label_studio"
+    write_text_atomic(ls_dir / label_studio.CONFIG, label_studio.label_config_xml(classes, colours))
+    write_text_atomic(ls_dir / label_studio.TASKS, json.dumps(tasks) + "\n")
     exports: dict[str, Any] = {"images": "images/", "classes": "classes.txt",
                                "cvat_labelmap": "cvat/labelmap.txt",
-                               "cvat_labels": "cvat/labels.json"}
+                               "cvat_labels": "cvat/labels.json",
+                               "label_studio_config": f"label_studio/{label_studio.CONFIG}",
+                               "label_studio_tasks": f"label_studio/{label_studio.TASKS}"}
     if pre_annotate:
         write_cvat_zip(out / "cvat" / CVAT_ZIP, names, masks, classes, colours)
         exports.update(masks="masks/", masks_color="masks_color/", cvat=f"cvat/{CVAT_ZIP}")

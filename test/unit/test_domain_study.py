@@ -54,7 +54,7 @@ def test_thirteen_arms_headline_pair_first_and_every_arm_is_a_valid_sources_conf
     study.choose_arms(["source_only", "pseudo"])
     assert [a.tag for _, a in study.chosen_steps()] == ["source_only", "pseudo"]
     assert len(study.planned()) == 10 and len(study.pending()) == 10
-    with pytest.raises(UserError, match="unknown arm 'psuedo' .*source_only, pseudo"):
+    with pytest.raises(UserError, match=r"unknown arm 'psuedo' .*source_only, pseudo"):
         study.choose_arms(["psuedo"])
 
 

@@ -274,6 +274,70 @@ def test_round_trip_png_then_cvat_and_stale_pseudo_labels(tmp_path, teacher_run,
                                   edited)  # the first import is still there
 
 
+def test_label_studio_tasks_round_trip_and_bad_exports_fail_in_one_line(tmp_path, selection,
+                                                                       capsys):
+    """select writes Label Studio tasks (pre-filled with the teacher's mask where it is sure);
+    the labeller paints one frame, cancels another, submits a third empty; the JSON export
+    comes back as labels, and a label Label Studio knows but the dataset does not stops the
+    import in one line naming the task."""
+    from mtl_training.labeling.label_studio import brush_results, regions_to_ids
+
+    data, out, m = copy_selection(selection, tmp_path)
+    assert m["exports"]["label_studio_tasks"] == "label_studio/tasks.json"
+    xml = (out / "label_studio" / "label_config.xml").read_text()
+    assert all(f'<Label value="{c}"' in xml for c in m["classes"])
+    tasks = json.loads((out / "label_studio" / "tasks.json").read_text())
+    assert [t["data"]["frame_id"] for t in tasks] == [f["id"] for f in m["frames"]]
+    first = m["frames"][0]
+    assert tasks[0]["data"]["image"] == f"/data/local-files/?d=to_label/{first['image']}"
+    for t, f in zip(tasks, m["frames"], strict=True):  # predictions = the pre-annotation
+        ids = regions_to_ids("x", t["predictions"][0]["result"], m["classes"])
+        pre = read_png(out / f["mask"])
+        np.testing.assert_array_equal(np.full(pre.shape, 255) if ids is None else ids, pre)
+    # what Label Studio exports: the annotation, its own ids, an uploaded file's name (never
+    # read: data.frame_id names the frame); two regions, the later one on top
+    h, w = first["size"]
+    floor, top = np.full((h, w), 1, np.uint8), np.full((h, w), 255, np.uint8)
+    top[: h // 2] = 2
+    export = [
+        {"id": 11, "data": {**tasks[0]["data"], "image": "/data/upload/1/3f2a-x.png"},
+         "annotations": [{"id": 1, "was_cancelled": False, "result":
+                          brush_results(floor, m["classes"]) + brush_results(top, m["classes"])}]},
+        {"id": 12, "data": tasks[1]["data"],
+         "annotations": [{"id": 2, "was_cancelled": True,
+                          "result": brush_results(floor, m["classes"])}]},
+        {"id": 13, "data": tasks[2]["data"],
+         "annotations": [{"id": 3, "was_cancelled": False, "result": []}]}]
+    path = tmp_path / "project-1-at-2026-12-05.json"
+    path.write_text(json.dumps(export))
+    rc, text, err = run_cli(capsys, "labels", "import", str(path), "--into", str(data),
+                            "--selection", str(out))
+    assert rc == 0, err
+    assert "imported 1 segmentation labels (label_studio)" in text, text
+    assert f"{path} task 13: its annotation has no brush region, not imported" in text
+    seg = FolderSource(data, "train").frame(first["index"]).seg
+    np.testing.assert_array_equal(seg, np.where(top == 2, 2, 1))
+    imports = json.loads((data / "dataset.json").read_text())["label_imports"]
+    assert imports[0]["frames"] == [first["id"]] and imports[0]["kind"] == "label_studio"
+
+    before = (data / "dataset.json").read_bytes()
+    bad = json.loads(json.dumps(export[:1]))
+    bad[0]["annotations"][0]["result"][0]["value"]["brushlabels"] = ["sky"]
+    path.write_text(json.dumps(bad))
+    rc, _, err = run_cli(capsys, "labels", "import", str(path), "--into", str(data))
+    one_line_error(rc, err, f"{path} task 11, region 0: label 'sky' is not a class",
+                   "nothing was imported")
+    bad[0]["annotations"][0]["result"][0]["value"]["brushlabels"] = [m["classes"][0]]
+    bad[0]["annotations"][0]["result"][0]["value"]["rle"] = [0, 0, 1, 0, 57, 27, 255]
+    path.write_text(json.dumps(bad))
+    rc, _, err = run_cli(capsys, "labels", "import", str(path), "--into", str(data))
+    one_line_error(rc, err, f"{path} task 11, region 0: the RLE stream ends early")
+    path.write_text('{"not": "a list"}')
+    rc, _, err = run_cli(capsys, "labels", "import", str(path), "--into", str(data))
+    one_line_error(rc, err, "not a Label Studio JSON export")
+    assert (data / "dataset.json").read_bytes() == before
+
+
 # -- bad input: one line naming the file, nothing written --------------------------------------
 def test_bad_masks_stop_the_import_and_lose_nothing(tmp_path, selection, capsys):
     data, out, m = copy_selection(selection, tmp_path)
