@@ -198,9 +198,8 @@ class Trainer:
             if self.dist.is_main:
                 for line in multi.skipped:
                     log.warning("%s", line)
-            frames = sum(len(ds) for ds in multi.train.datasets)
             self.train_set = MultiSourceTrainSet(
-                multi, epoch_frames=max(frames, cfg.data.min_epoch_frames))
+                multi, epoch_frames=max(len(multi.train), cfg.data.min_epoch_frames))
             self.val_sets = multi.val
             self.val_set = next(iter(self.val_sets.values()))
         else:

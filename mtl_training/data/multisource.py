@@ -134,17 +134,15 @@ def build_multisource(cfg: DataConfig, *, num_classes: int | None = None,
         identities.append({"label": spec.label, "weight": spec.weight,
                            "class_map": spec.class_map,
                            "identity": identity})
-        if spec.labelled_only and not required:  # a few labelled frames at their own share
-            try:
-                train = LabelledView(train, ("seg",))
-            except ValueError:
-                raise ConfigError(f"data.sources[{i}].labelled_only: none of its training "
-                                  "frames keeps a segmentation label") from None
-        elif required:
-            tasks = tuple(dict.fromkeys((*(("seg",) if spec.labelled_only else ()), *required)))
+        # labelled_only: a few labelled frames at their own share of every epoch
+        tasks = tuple(dict.fromkeys((*(("seg",) if spec.labelled_only else ()), *required)))
+        if tasks:
             try:
                 train = LabelledView(train, tasks)
             except ValueError:
+                if not required:
+                    raise ConfigError(f"data.sources[{i}].labelled_only: none of its training "
+                                      "frames keeps a segmentation label") from None
                 skipped.append(f"data.sources[{i}] ({spec.label}): no training frame carries "
                                f"{' and '.join(tasks)}, so it is left out")
                 continue
