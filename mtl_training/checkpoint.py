@@ -197,13 +197,17 @@ def model_config_of(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Mo
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"
                           ) -> tuple[nn.Module, dict[str, Any]]:
-    """(network with the checkpoint's weights in eval mode, the checkpoint dict)."""
+    """(network with the checkpoint's weights in eval mode, the checkpoint dict).
+
+    The weights are the validated ones: the moving average (`ema`, train.ema_decay) when the run
+    kept one, else the trained `model`."""
     ckpt = load_checkpoint(path)
     model_cfg = model_config_of(ckpt, path)
     try:
         model = build_model(model_cfg.spec())
-        model.load_state_dict(ckpt["model"])
-    except (ConfigError, RuntimeError, TypeError, ValueError) as exc:
+        ema = ckpt.get("ema")
+        model.load_state_dict(ema["model"] if isinstance(ema, dict) else ckpt["model"])
+    except (ConfigError, RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: weights do not fit its model config "
                               f"({first_sentence(exc)})") from exc
     return model.to(device).eval(), ckpt

@@ -22,6 +22,7 @@ import yaml
 from mtl_perception.core.fileio import write_text_atomic
 from mtl_perception.core.models.registry import MAX_DECODER_CHANNELS, ModelSpec, ModelSpecError
 from mtl_training.losses import DEPTH_LOSSES, XTC_MODES
+from mtl_training.lr_schedule import LR_SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -203,7 +204,9 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_step_epochs: int = 0  # halve the learning rate every N epochs; 0 = constant
+    lr_schedule: str = "step"  # step | cosine (mtl_training/lr_schedule.py)
+    lr_step_epochs: int = 0  # step: halve the learning rate every N epochs; 0 = constant
+    ema_decay: float = 0.0  # > 0: validate, choose and export a moving average of the weights
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
@@ -359,7 +362,9 @@ RULES: dict[type, dict[str, Rule]] = {
         "stage": choice(*STAGES),
         "out_dir": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
         "epochs": ints(1), "batch_size": ints(1, 65536), "lr": _POSITIVE,
-        "weight_decay": _NONNEG, "lr_step_epochs": ints(0), "grad_clip": _NONNEG,
+        "weight_decay": _NONNEG, "lr_schedule": choice(*LR_SCHEDULES),
+        "lr_step_epochs": ints(0), "grad_clip": _NONNEG,
+        "ema_decay": Rule(lambda v: _finite(v) and 0.0 <= v < 1.0, "a number in [0, 1)"),
         "device": DEVICE, "amp": choice("auto", "off", "bf16", "fp16"), "seed": SEED,
         "num_threads": ints(0, 1024), "max_steps": ints(0), "log_every": ints(1),
         "montage_frames": ints(0, 64), "checkpoint_every": ints(0),

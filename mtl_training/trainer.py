@@ -28,7 +28,7 @@ Run directory protocol (what a kill -9 at any instant leaves consistent):
   a different architecture (model.* spec, loss.xtc / xtc_channels / weighting /
   gradnorm_lr, whose state is in the checkpoint), a different model.encoder_weights / pretrained /
   aux_pretrained (they only initialise a new run) and train.epochs / max_steps below what the run
-  already did; every other `--set` is applied for real: train.lr, weight_decay and
+  already did; every other `--set` is applied for real: train.lr, weight_decay, lr_schedule and
   lr_step_epochs are written into the loaded optimiser/scheduler, data.* and the rest are read
   from the config as training goes.
 
@@ -92,8 +92,10 @@ from mtl_training.data import build_datasets, check_depth_range, check_task_labe
 from mtl_training.data.datasets import MultiTaskDataset, collate, training_view
 from mtl_training.data.identity import describe_identity, same_dataset, training_identity
 from mtl_training.data.multisource import MultiSourceTrainSet, build_multisource, mean_metrics
+from mtl_training.ema import WeightAverage
 from mtl_training.evaluate import evaluate, model_inputs
 from mtl_training.losses import XTC_MODES, cross_task_losses, task_losses, task_objectives
+from mtl_training.lr_schedule import build_scheduler, lr_factor
 from mtl_training.pretrained import initialise_encoders
 from mtl_training.pseudo.store import PseudoLabelStore
 from mtl_training.report import montage, save_rgb_png
@@ -249,8 +251,7 @@ class Trainer:
             params += list(self.transfer.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr,
                                           weight_decay=cfg.train.weight_decay)
-        step = cfg.train.lr_step_epochs
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step or 10**9, 0.5)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.scaler = grad_scaler(self.amp_dtype, self.device)  # fp16 only; else pass-through
         # the forward the step runs: the network (+ transfer nets), DDP-wrapped under torchrun,
         # optionally compiled; checkpoints and evaluation use the plain self.model
@@ -265,6 +266,8 @@ class Trainer:
         # each step so every rank applies the same weights
         owned = {id(p) for p in self.weighting.optimizer_parameters()}
         self._weighting_own_state = any(id(p) not in owned for p in self.weighting.parameters())
+        # the averaged weights (ema.py) that validation, best.pt and export use; None = off
+        self.ema = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.tb: TensorBoardLog | None = None
         self.epoch = 0  # completed epochs
         self.step = 0  # optimiser steps
@@ -294,6 +297,10 @@ class Trainer:
         return [self.model] + ([self.transfer] if self.transfer is not None else [])
 
     # -- checkpoints -------------------------------------------------------------------------
+    def validated_model(self) -> nn.Module:
+        """The weights validation scores and export ships: the average when train.ema_decay."""
+        return self.ema.model if self.ema is not None else self.model
+
     def state(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Everything resume needs; `metrics` are the last completed epoch's validation."""
         return {
@@ -303,6 +310,8 @@ class Trainer:
             "weighting": self.weighting.state_dict(),
             **({"transfer": self.transfer.state_dict()} if self.transfer is not None else {}),
             **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
+            # the validated weights: model_from_checkpoint reads these before "model"
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
@@ -332,12 +341,19 @@ class Trainer:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+            # the schedule is a closed form of the epoch (lr_schedule.py): its count is the state,
+            # which also reads checkpoints written by the former StepLR
+            self.scheduler.last_epoch = int(ckpt["scheduler"]["last_epoch"])
+            self.scheduler._step_count = int(ckpt["scheduler"].get("_step_count", 1))
             self.weighting.load_state_dict(ckpt["weighting"])
             if self.transfer is not None:
                 self.transfer.load_state_dict(ckpt["transfer"])
             if self.scaler.is_enabled() and "scaler" in ckpt:
                 self.scaler.load_state_dict(ckpt["scaler"])
+            if self.ema is not None:
+                # a run resumed with ema_decay newly set starts its average from these weights
+                self.ema.load_state_dict(ckpt.get("ema") or {"model": ckpt["model"],
+                                                             "updates": 0})
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: state does not fit this run "
                                   f"({first_sentence(exc)})") from exc
@@ -402,13 +418,11 @@ class Trainer:
                               f"{ckpt['step']} steps (raise it, or 0 to let epochs decide)")
 
     def _apply_optimizer_settings(self) -> None:
-        """The loaded optimiser/scheduler state carries the old lr; the config's wins (StepLR's
-        closed form: lr * 0.5 ** (scheduler epoch // lr_step_epochs))."""
+        """The loaded optimiser/scheduler state carries the old lr; the config's wins (the
+        schedule's closed form at the scheduler's epoch, `lr_schedule.lr_factor`)."""
         t = self.cfg.train
-        step_size = t.lr_step_epochs or 10**9
-        self.scheduler.step_size = step_size
         self.scheduler.base_lrs = [t.lr for _ in self.optimizer.param_groups]
-        lr = t.lr * self.scheduler.gamma ** (self.scheduler.last_epoch // step_size)
+        lr = t.lr * lr_factor(t, self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
             group["initial_lr"], group["lr"], group["weight_decay"] = t.lr, lr, t.weight_decay
 
@@ -498,6 +512,8 @@ class Trainer:
         if self._weighting_own_state:
             distributed.average_state(self.dist, self.weighting)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         if not terms:
             return {}
@@ -508,8 +524,8 @@ class Trainer:
         """Metrics of one more source's validation set (several sources, data.sources)."""
         loader = DataLoader(dataset, batch_size=self.cfg.train.batch_size, shuffle=False,
                             collate_fn=collate)
-        return evaluate(self.model, loader, len(self.info.classes), self.info.classes,
-                        self.device, dataset.info.max_depth)[0]
+        return evaluate(self.validated_model(), loader, len(self.info.classes),
+                        self.info.classes, self.device, dataset.info.max_depth)[0]
 
     def _epoch_plan(self) -> dict[str, Any]:
         """The current epoch's order and progress: the interrupted one's, or a fresh shuffle
@@ -622,12 +638,13 @@ class Trainer:
                 train_means = {k: sums[k] / counts[k] for k in sums}
             self.weighting.end_epoch({k: v for k, v in train_means.items()
                                       if k in self.weighting.tasks})
+            epoch_lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at
             self.scheduler.step()
             self.epoch += 1
             if not main:  # rank 0 validates and commits the epoch; wait for it
                 self.dist.barrier()
                 continue
-            metrics, kept = evaluate(self.model, val_loader, len(self.info.classes),
+            metrics, kept = evaluate(self.validated_model(), val_loader, len(self.info.classes),
                                      self.info.classes, self.device, self.info.max_depth,
                                      keep=cfg.train.montage_frames)
             if self.val_sets:  # one validation per source; their mean chooses best.pt
@@ -639,7 +656,7 @@ class Trainer:
                 self.best, self.best_epoch = score(metrics), self.epoch
             record = _plain({"epoch": self.epoch, "step": self.step,
                              "time_s": round(time.time() - t0, 2),
-                             "lr": self.optimizer.param_groups[0]["lr"], "train": train_means,
+                             "lr": epoch_lr, "train": train_means,
                              "val": metrics, "weights": self.weighting.weights(),
                              "best": improved})
             self.history.append(record)

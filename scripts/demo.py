@@ -9,7 +9,8 @@ starting from the ImageNet weights the installed `efficientnet-liteN-pytorch-mod
 2. train the multi-modal teacher (RGB + depth -> seg) on the frames with both labels;
 3. pseudo-label the other frames at tau, print coverage and kept-pixel accuracy;
 4. train the student on ground truth + pseudo-labels, and the baseline on the scarce labels alone
-   (same steps, same seed);
+   (same steps, same seed), side by side: one process and train.num_threads / 2 threads each
+   (two small networks on one thread each keep 2 cores busier than one after the other on two);
 5. export both and replay a held-out recording through the live node (`mtl-replay`);
 6. write demo_out/montage.png and demo_out/summary.md.
 
@@ -35,12 +36,15 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from multiprocessing import get_context  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -76,7 +80,7 @@ class Sizes:
     """How big the recordings are (epochs and thresholds are the config's)."""
 
     train_frames: int = 300
-    heldout_frames: int = 40
+    heldout_frames: int = 100
     height: int = 120  # recorded image size (the network input is the config's data.height/width)
     width: int = 160
     montage_rows: int = 5
@@ -147,6 +151,30 @@ def train_stage(cfg: ExperimentConfig, stage: str, out_dir: Path,
     seconds = time.time() - t0
     best = load_checkpoint(resolve_checkpoint(run_dir))["metrics"]
     return run_dir, seconds, best
+
+
+def _train_student(cfg: ExperimentConfig, out_dir: Path,
+                   pseudo: Path | None) -> tuple[Path, float, dict]:
+    """One student in its own process (spawned: a fresh torch with its own thread count)."""
+    logging.basicConfig(level=logging.WARNING, format="[demo] %(message)s")
+    torch.set_num_threads(max(1, cfg.train.num_threads))
+    return train_stage(cfg, "student", out_dir, pseudo)
+
+
+def train_students(cfg: ExperimentConfig, out: Path) -> dict[str, tuple[Path, float, dict]]:
+    """Both students (STUDENTS), side by side when train.num_threads >= 2: each process gets
+    half the threads. Their numbers are those of `mtl-train train` at that thread count."""
+    pseudo = {"baseline": None, "student": out / "pseudo"}
+    threads = max(1, cfg.train.num_threads)
+    if threads < 2:
+        return {name: train_stage(cfg, "student", out / f"runs/{name}", pseudo[name])
+                for name in STUDENTS}
+    half = copy.deepcopy(cfg)
+    half.train.num_threads = threads // 2
+    with ProcessPoolExecutor(len(STUDENTS), mp_context=get_context("spawn")) as pool:
+        jobs = {name: pool.submit(_train_student, half, out / f"runs/{name}", pseudo[name])
+                for name in STUDENTS}
+        return {name: job.result() for name, job in jobs.items()}
 
 
 def pseudo_label(cfg: ExperimentConfig, teacher_dir: Path, out: Path, mode: str,
@@ -412,9 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     artifacts, reports, steps = {}, {}, {}
-    for name in STUDENTS:
-        pseudo = out / "pseudo" if name == "student" else None
-        run_dir, secs, m = train_stage(cfg, "student", out / f"runs/{name}", pseudo)
+    for name, (run_dir, secs, m) in train_students(cfg, out).items():
         steps[name] = int(load_checkpoint(run_dir / "last.pt")["step"])
         say(f"{name} trained in {secs:.0f} s ({steps[name]} steps, seed {cfg.train.seed}): "
             f"val {summarize(m)}")

@@ -26,7 +26,12 @@ import torch
 from mtl_perception.core.artifact import ArtifactError, read_metadata
 from mtl_training import trainer as trainer_module
 from mtl_training.apps.train_cli import main
-from mtl_training.checkpoint import CheckpointError, RunDirError, load_checkpoint
+from mtl_training.checkpoint import (
+    CheckpointError,
+    RunDirError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mtl_training.config import ConfigError, ExperimentConfig, load_config
 from mtl_training.export import export_run
 from mtl_training.pseudo import PseudoLabelError
@@ -461,3 +466,39 @@ def test_an_inverse_depth_run_is_not_exported_as_metric_depth(tmp_path, finished
     with pytest.raises(ArtifactError, match="depth_target=inverse") as err:
         export_run(run, tmp_path / "a.safetensors")
     assert "\n" not in str(err.value) and not (tmp_path / "a.safetensors").exists()
+
+
+def test_cosine_schedule_runs_down_and_a_resume_with_more_epochs_follows_the_new_curve(tmp_path):
+    """Each record's lr is the rate its epoch trained at; a resume recomputes the closed form."""
+    from mtl_training.lr_schedule import lr_factor
+
+    cfg = _cfg(tmp_path, lr_schedule="cosine")
+    run = train(cfg)
+    assert [r["lr"] for r in _records(run)] == pytest.approx([1e-3, 1e-3 * 0.5])
+    rc = main(["train", "--config", str(_yaml(tmp_path / "c.yaml", lr_schedule="cosine",
+                                              epochs=4)),
+               "--out", str(run), "--resume"])
+    assert rc == 0
+    longer = load_config(run / "config.yaml").train
+    assert longer.epochs == 4
+    want = [1e-3, 5e-4] + [1e-3 * lr_factor(longer, e) for e in (2, 3)]
+    assert [r["lr"] for r in _records(run)] == pytest.approx(want)
+    assert want[-1] < 2e-4  # the run ends on small steps
+    _consistent(run, 4)
+
+
+def test_resume_reads_a_checkpoint_written_with_the_former_step_scheduler(tmp_path, finished_run):
+    """Runs trained before lr_schedule existed kept StepLR's state: they still resume."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    ckpt = load_checkpoint(run / "last.pt")
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    old = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
+    old.last_epoch = 2
+    ckpt["scheduler"] = old.state_dict()
+    (run / "last.pt").unlink()
+    save_checkpoint(ckpt, run / "last.pt")
+    cfg = _cfg(tmp_path, epochs=3, lr_step_epochs=1)
+    trainer = Trainer(cfg, load_pretrained=False)
+    assert trainer.resume()
+    assert trainer.scheduler.last_epoch == 2
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25)
