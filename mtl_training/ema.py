@@ -49,7 +49,13 @@ class WeightAverage:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "updates": self.updates}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume the average; a checkpoint from a run without one starts it from the weights."""
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Resume the average; None (a checkpoint from a run without one) starts it afresh from
+        the source model's current weights."""
+        if state is None:
+            for avg, cur in zip(self._average, self._source, strict=True):
+                avg.copy_(cur)
+            self.updates = 0
+            return
         self.model.load_state_dict(state["model"])
         self.updates = int(state["updates"])

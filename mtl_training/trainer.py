@@ -350,10 +350,8 @@ class Trainer:
                 self.transfer.load_state_dict(ckpt["transfer"])
             if self.scaler.is_enabled() and "scaler" in ckpt:
                 self.scaler.load_state_dict(ckpt["scaler"])
-            if self.ema is not None:
-                # a run resumed with ema_decay newly set starts its average from these weights
-                self.ema.load_state_dict(ckpt.get("ema") or {"model": ckpt["model"],
-                                                             "updates": 0})
+            if self.ema is not None:  # ema_decay newly set: the average starts from the weights
+                self.ema.load_state_dict(ckpt.get("ema"))
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: state does not fit this run "
                                   f"({first_sentence(exc)})") from exc

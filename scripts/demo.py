@@ -155,9 +155,9 @@ def train_stage(cfg: ExperimentConfig, stage: str, out_dir: Path,
 
 def _train_student(cfg: ExperimentConfig, out_dir: Path,
                    pseudo: Path | None) -> tuple[Path, float, dict]:
-    """One student in its own process (spawned: a fresh torch with its own thread count)."""
+    """One student in its own process (spawned: a fresh torch, whose thread count the trainer
+    sets from cfg.train.num_threads)."""
     logging.basicConfig(level=logging.WARNING, format="[demo] %(message)s")
-    torch.set_num_threads(max(1, cfg.train.num_threads))
     return train_stage(cfg, "student", out_dir, pseudo)
 
 
