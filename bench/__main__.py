@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import platform
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.host import describe
 from mtl_training.report import markdown_table as report_table
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        result.setdefault("host", {"machine": platform.machine(), "python": sys.version.split()[0],
-                                   "platform": platform.platform()})
+        result.setdefault("host", describe())
         result.setdefault("seconds", round(time.time() - start, 1))
         (args.results / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
         print(section(name, result), flush=True)

@@ -323,7 +323,10 @@ def run(results_dir: Path) -> dict[str, Any]:
     import onnxruntime
     import torch
 
+    from bench.host import describe, one_line
     from mtl_perception.runtime.memory import retain_freed_memory
+
+    host = describe()
 
     load_start = os.getloadavg()
     retain_freed_memory()  # as perception_node does: no page faults per forward pass
@@ -356,8 +359,8 @@ def run(results_dir: Path) -> dict[str, Any]:
         *_stage_notes(models),
         *not_timed,
         *skipped,
-        f"load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f}, on "
-        f"{os.cpu_count()} cores.",
+        f"load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; CPU: "
+        f"{one_line(host)}.",
     ]
     for m in models:  # JSON-friendly
         m["artifact"], m["onnx"] = str(m["artifact"].name), str(Path(m["onnx"]).name)
@@ -375,6 +378,7 @@ def run(results_dir: Path) -> dict[str, Any]:
         "architectures": models,
         "load_average": {"start": list(load_start), "end": list(load_end)},
         "cpu_count": os.cpu_count(),
+        "host": host,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
