@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        result.setdefault("host", describe())
+        if "host" not in result:  # bench_models describes it itself, for its notes
+            result["host"] = describe()
         result.setdefault("seconds", round(time.time() - start, 1))
         (args.results / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
         print(section(name, result), flush=True)

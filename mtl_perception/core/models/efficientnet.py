@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from torch import Tensor, nn
 
@@ -145,7 +146,7 @@ class EfficientNetLite(nn.Module):
                 if index not in variant.skip:
                     blocks[str(index)] = MBConv(cin, out, kernel, stride if j == 0 else 1,
                                                 expand)
-                elif j == 0 or cin != out:
+                elif j == 0:  # a stage's first block changes stride or width
                     raise ValueError(f"{name}: block {index} changes shape, it cannot be skipped")
                 index += 1
                 cin = out
@@ -168,7 +169,7 @@ class EfficientNetLite(nn.Module):
         return self.act(self._bn0(self._conv_stem(x)))
 
     def _run(self, x: Tensor, start: int, end: int) -> Tensor:
-        for block in list(self._blocks.values())[start:end]:
+        for block in islice(self._blocks.values(), start, end):
             x = block(x)
         return x
 
@@ -188,7 +189,7 @@ class EfficientNetLite(nn.Module):
 
     def last_stage_parameters(self) -> list[nn.Parameter]:
         """The blocks of the stride-32 stage: the encoder's last layer (GradNorm's choice)."""
-        return [p for b in list(self._blocks.values())[self.tap_ends[-2]:]
+        return [p for b in islice(self._blocks.values(), self.tap_ends[-2], None)
                 for p in b.parameters()]
 
     def forward(self, x: Tensor) -> list[Tensor]:
