@@ -1,13 +1,13 @@
 """Where an onnxruntime forward pass spends its time, per operator kind, encoder vs decoder.
 
 `python -m bench.profile_ort [NAME] [--threads N] [--runs R]` exports one `bench_models`
-architecture (default lite0-40, the real-time student) at 640x480 exactly as the model table does,
+architecture (default lean-40, the real-time student) at 640x480 exactly as the model table does,
 runs it R times in a session set up as OnnxRuntimeBackend's (ORT_ENABLE_ALL, one inter-op thread,
 no spinning) with onnxruntime's profiler on, and prints milliseconds per run for each
 (part, operator kind): convolutions split into dense / depthwise, kernel and stride, as they are
 after onnxruntime's fusions (NCHWc layout). Not a `bench_*` module: it writes no results JSON;
 docs/models.md ("Where the forward time goes") quotes one run.
-`--spinning` instead times the demo student and lite0-40 with onnxruntime's intra-op spinning
+`--spinning` instead times the demo student and lean-40 with onnxruntime's intra-op spinning
 off (the runtime's setting) and on, interleaved, and prints the paired ratios.
 
 The split encoder / decoder is by execution order: the decoder starts at its first operator, the
@@ -113,11 +113,11 @@ def profile(name: str, threads: int, runs: int) -> list[tuple[str, str, float]]:
 
 
 def compare_spinning(threads: int, rounds: int) -> dict[str, dict[bool, list[float]]]:
-    """Seconds per forward of the demo student and lite0-40, spinning off and on, interleaved
+    """Seconds per forward of the demo student and lean-40, spinning off and on, interleaved
     round by round in one process (load drift hits all four sessions alike)."""
     import onnxruntime as ort
 
-    names = ("demo", "lite0-40")
+    names = ("demo", "lean-40")
     with tempfile.TemporaryDirectory(prefix="profile_ort_") as tmp:
         ready, _ = _prepare([e for e in ARCHITECTURES if e["name"] in names], Path(tmp))
         x = np.random.default_rng(0).standard_normal((1, 3, HEIGHT, WIDTH)).astype(np.float32)
@@ -147,17 +147,17 @@ def _print_spinning(threads: int, rounds: int) -> None:
         print(f"{name}: {threads} thread(s), spinning off {off:.1f} ms, on {on:.1f} ms "
               f"(on / off per round {pairs:.3f})")
     for spin in (False, True):
-        r = np.median(np.array(t["lite0-40"][spin]) / np.array(t["demo"][spin]))
-        print(f"lite0-40 / demo, spinning {'on' if spin else 'off'}: {r:.3f}")
+        r = np.median(np.array(t["lean-40"][spin]) / np.array(t["demo"][spin]))
+        print(f"lean-40 / demo, spinning {'on' if spin else 'off'}: {r:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", nargs="?", default="lite0-40")
+    parser.add_argument("name", nargs="?", default="lean-40")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--spinning", action="store_true",
-                        help="instead: demo vs lite0-40 forward, intra-op spinning off vs on")
+                        help="instead: demo vs lean-40 forward, intra-op spinning off vs on")
     args = parser.parse_args()
     if args.spinning:
         _print_spinning(args.threads, args.runs)

