@@ -97,8 +97,9 @@ RT_NET = Net("efficientnet_lite0_lean", "refine", 48, 2, "imagenet")
 RT_SCRATCH_NET = Net("efficientnet_lite0_lean", "refine", 48, 2)
 # the real-time student before the trim: every Lite0 block, refine 64
 FULL_NET = Net("efficientnet_lite0", "refine", 64, 2, "imagenet")
-# the student's family and size (the demo's teacher is Lite2, chosen after this study ran)
-TEACHER_NET = Net("efficientnet_lite0", "refine", 64, 2, "imagenet", aux_pretrained=True)
+# the full student's family and size, depth branch from ImageNet too (the demo's teacher is
+# Lite2, chosen after this study ran)
+TEACHER_NET = FULL_NET
 PS_MODE, PS_TAU = "per_class", 0.9  # the demo's pseudo-label rule
 
 
