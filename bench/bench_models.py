@@ -10,7 +10,9 @@ input, the size a VGA camera delivers:
   (real DDS, loopback) running the .onnx on 2 threads, and waits for ~/semantic,
   ~/semantic_color and ~/depth at camera size (bench_node_latency's measurement, one frame in
   flight), alternating frame by frame with the same backend's bare forward in this process:
-  the ratio end-to-end / bare forward says what pre/postprocessing, messages and DDS add.
+  the ratio end-to-end / bare forward says what pre/postprocessing, messages and DDS add;
+- transport floor: the same frames and outputs through bench/echo_node.py (no work), once per
+  run, set against the budget the node target leaves (0.15 x the bare forward).
 
 The architecture list is data (`ARCHITECTURES`, ModelSpec fields); an entry whose encoder or
 decoder this checkout does not have is skipped with a note. An architecture whose slowest
@@ -207,13 +209,19 @@ def _time_forwards(models: list[dict[str, Any]]) -> None:
         del live
 
 
-def _node(models: list[dict[str, Any]], work: Path) -> None:
-    """Node end-to-end per model (onnxruntime, NODE_THREADS), bench_node_latency's way."""
-    from bench.bench_node_latency import DDS_PROFILE, _measure, frames
+def _node(models: list[dict[str, Any]], work: Path) -> dict[str, Any] | None:
+    """Node end-to-end per model (onnxruntime, NODE_THREADS), bench_node_latency's way, and
+    the transport floor under it: the same frames and outputs through an echo node that does
+    no work (-> its result, None when no model runs the node)."""
+    from bench.bench_node_latency import DDS_PROFILE, _echo_floor, _measure, frames
 
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     imgs = frames()
+    if not any(m.get("node", True) is not False and not m.get("not_timed") for m in models):
+        return None
+    print("[bench models] transport floor: echo node", flush=True)
+    floor = _echo_floor(imgs, work, NODE_OUTPUTS, "/bench_models_echo")
     per_model = _env_int("BENCH_MODELS_NODE_FRAMES", 30)
     for m in models:
         if m.get("node", True) is False or m.get("not_timed"):
@@ -225,6 +233,7 @@ def _node(models: list[dict[str, Any]], work: Path) -> None:
         m["node_result"] = _measure("onnxruntime", m["onnx"], work, imgs,
                                     f"/bench_models_{m['name'].replace('-', '_')}", n,
                                     threads=NODE_THREADS, outputs=NODE_OUTPUTS)
+    return floor
 
 
 def _ms(values: list[float]) -> float:
@@ -274,8 +283,8 @@ def _paired_ratio(m: dict[str, Any], ref: dict[str, Any], threads: int, backend:
     return float(np.median(pairs)) if pairs else float("nan")
 
 
-def _verdicts(models: list[dict[str, Any]], summaries: dict[str, dict[str, Any]]
-              ) -> tuple[list[str], dict[str, Any]]:
+def _verdicts(models: list[dict[str, Any]], summaries: dict[str, dict[str, Any]],
+              floor_ms: float | None = None) -> tuple[list[str], dict[str, Any]]:
     ref = next((m for m in models if m["name"] == REFERENCE), None)
     notes, out = [], {}
     for m in models:
@@ -303,9 +312,15 @@ def _verdicts(models: list[dict[str, Any]], summaries: dict[str, dict[str, Any]]
         if "node_over_forward" in s:
             r = s["node_over_forward"]
             v["node_over_forward"] = r
-            parts.append(f"node end-to-end {s['node_e2e_ms']:.1f} ms = {r:.3f}x the bare forward "
-                         f"(target <= {TARGETS['node_over_forward']}: "
-                         f"{'met' if r <= TARGETS['node_over_forward'] else 'NOT met'})")
+            text = (f"node end-to-end {s['node_e2e_ms']:.1f} ms = {r:.3f}x the bare forward "
+                    f"(target <= {TARGETS['node_over_forward']}: "
+                    f"{'met' if r <= TARGETS['node_over_forward'] else 'NOT met'}")
+            if floor_ms is not None:
+                budget = (TARGETS["node_over_forward"] - 1.0) * s["node_forward_ms"]
+                v["transport_floor_ms"], v["node_budget_ms"] = floor_ms, budget
+                text += (f"; the target leaves {budget:.1f} ms for all the node adds, and the "
+                         f"transport floor alone is {floor_ms:.1f} ms")
+            parts.append(text + ")")
         out[name] = v
         notes.append(f"targets, {name}: " + "; ".join(parts) + ".")
     return notes, out
@@ -342,13 +357,14 @@ def run(results_dir: Path) -> dict[str, Any]:
     try:
         models, skipped = _prepare(entries, work)
         _time_forwards(models)
-        _node(models, work)
+        floor = _node(models, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
 
     summaries = {m["name"]: _summary(m) for m in models}
-    verdict_notes, verdicts = _verdicts(models, summaries)
+    floor_ms = floor["end_to_end_ms"]["p50"] if floor else None
+    verdict_notes, verdicts = _verdicts(models, summaries, floor_ms)
     not_timed = [f"{m['name']}: {m['not_timed']}" for m in models if m.get("not_timed")]
     notes = [
         *verdict_notes,
@@ -363,6 +379,12 @@ def run(results_dir: Path) -> dict[str, Any]:
         "= that end-to-end over the same backend's bare forward, measured alternately in the "
         "same run.",
         *_stage_notes(models),
+        *([f"transport floor: the same 640x480 rgb8 frames through bench/echo_node.py, which "
+           f"answers at once with preallocated {', '.join(NODE_OUTPUTS)} images of the frame's "
+           f"size (no decoding, inference or postprocessing; rclpy and DDS as the node uses "
+           f"them): end-to-end p50 {floor_ms:.2f} ms (p90 {floor['end_to_end_ms']['p90']:.2f},"
+           f" n {floor['end_to_end_ms']['n']}), of which the client's publish() call "
+           f"{floor['publish_call_ms']['p50']:.2f} ms."] if floor else []),
         *not_timed,
         *skipped,
         f"load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; CPU: "
@@ -382,6 +404,7 @@ def run(results_dir: Path) -> dict[str, Any]:
         "verdicts": verdicts,
         "targets": TARGETS,
         "architectures": models,
+        "transport_floor": floor,
         "load_average": {"start": list(load_start), "end": list(load_end)},
         "cpu_count": os.cpu_count(),
         "host": host,

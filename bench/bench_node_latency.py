@@ -103,23 +103,27 @@ def _frame_count(h: int, w: int) -> int:
     return max(MIN_FRAMES, round(ROUNDS * PER_ROUND * (96 * 128) / (h * w)))
 
 
-def _echo_floor(imgs: list[np.ndarray], work: Path) -> dict[str, Any]:
-    """End-to-end time through bench/echo_node.py: DDS + rclpy, no work (the floor)."""
+def _echo_floor(imgs: list[np.ndarray], work: Path,
+                outputs: tuple[str, ...] = ("semantic", "depth"),
+                ns: str = "/bench_echo") -> dict[str, Any]:
+    """End-to-end time through bench/echo_node.py: DDS + rclpy, no work (the floor).
+
+    The echo node answers with `outputs` at the frame's size; the client waits for all."""
     import subprocess
     import sys
 
     from mtl_perception.ros.client import PerceptionClient
     from mtl_perception.ros.process import stop_node
 
-    ns = "/bench_echo"
-    log = open(work / "echo.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "bench.echo_node", ns], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    log = open(work / f"echo{ns.replace('/', '_')}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "bench.echo_node", ns, ",".join(outputs)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env=os.environ.copy())
     e2e, publish = [], []
     try:
         with PerceptionClient(node_name=f"{ns}/mtl_perception",
                               image_topic=f"{ns}/camera/image_raw",
-                              outputs=("semantic", "depth"), queue_depth=1) as client:
+                              outputs=outputs, queue_depth=1) as client:
             client.wait_until_connected(timeout=60)
             stamp = 1_000_000_000
             for i in range(5 + ECHO_FRAMES):
@@ -136,7 +140,7 @@ def _echo_floor(imgs: list[np.ndarray], work: Path) -> dict[str, Any]:
         stop_node(proc)
         log.close()
     return {"end_to_end_ms": _ms(e2e), "publish_call_ms": _ms(publish),
-            "frames_lost": ECHO_FRAMES - len(e2e)}
+            "frames_lost": ECHO_FRAMES - len(e2e), "outputs": list(outputs)}
 
 
 def _measure(backend: str, model: Path, work: Path, imgs: list[np.ndarray],

@@ -1,8 +1,9 @@
 """The transport floor of the node-latency benchmark: a node that does no work.
 
-`python -m bench.echo_node NS` subscribes `NS/camera/image_raw` and answers every image at once
-with `NS/mtl_perception/semantic` (mono8) and `NS/mtl_perception/depth` (32FC1) of the image's
-size, with the image's header: the same messages, QoS and executor (`rclpy.spin`) as
+`python -m bench.echo_node NS [OUTPUT,...]` subscribes `NS/camera/image_raw` and answers every
+image at once with `NS/mtl_perception/<output>` for each output (default semantic,depth), each
+the image's size in the node's encoding (semantic mono8, semantic_color rgb8, depth and
+confidence 32FC1), with the image's header: the same messages, QoS and executor (`rclpy.spin`) as
 perception_node, and no decoding, inference or postprocessing. Its end-to-end time is what DDS
 and rclpy cost a Python node that serves 640x480 frames; the rest of the node's end-to-end time
 is the node's own work.
@@ -20,14 +21,17 @@ from sensor_msgs.msg import Image
 from mtl_perception.core.codecs import writable_image
 from mtl_perception.ros.client import sensor_qos
 
+ENCODINGS = {"semantic": "mono8", "semantic_color": "rgb8", "depth": "32FC1",
+             "confidence": "32FC1"}
+
 
 class EchoNode(Node):
-    """Answers each image with preallocated class-id and depth images under its header."""
+    """Answers each image with preallocated output images under its header."""
 
-    def __init__(self, ns: str) -> None:
+    def __init__(self, ns: str, outputs: tuple[str, ...] = ("semantic", "depth")) -> None:
         super().__init__("mtl_perception_echo")
         qos = sensor_qos(1)  # config/perception.yaml: best effort, keep last 1
-        self.outs = {"semantic": (Image(), "mono8"), "depth": (Image(), "32FC1")}
+        self.outs = {name: (Image(), ENCODINGS[name]) for name in outputs}
         self.pubs = {name: self.create_publisher(Image, f"{ns}/mtl_perception/{name}", qos)
                      for name in self.outs}
         self.sub = self.create_subscription(Image, f"{ns}/camera/image_raw",
@@ -44,7 +48,8 @@ class EchoNode(Node):
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv if args is None else args
     rclpy.init(args=argv)
-    node = EchoNode(argv[1] if len(argv) > 1 else "")
+    outputs = tuple(argv[2].split(",")) if len(argv) > 2 else ("semantic", "depth")
+    node = EchoNode(argv[1] if len(argv) > 1 else "", outputs)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

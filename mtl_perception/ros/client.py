@@ -65,7 +65,10 @@ class PerceptionClient:
                  reliable_outputs: bool = False) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.node = Node("mtl_perception_client", context=self.context)
+        # No parameter services: the client has no parameters, and every service is one more
+        # entity rclpy's executor walks before each callback.
+        self.node = Node("mtl_perception_client", context=self.context,
+                         start_parameter_services=False)
         self.compressed = compressed
         in_type = CompressedImage if compressed else Image
         topic = image_topic + ("/compressed" if compressed else "")
@@ -74,6 +77,7 @@ class PerceptionClient:
                                                     sensor_qos(queue_depth, True))
                          if camera_info_topic else None)
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)  # notified on every output received
         self.frames: dict[int, Received] = {}
         self.output_topics = {name: f"{node_name}/{name}" for name in outputs}
         self.subs = [
@@ -104,6 +108,7 @@ class PerceptionClient:
                 rec = self.frames.setdefault(key, Received(sent_at=float("nan")))
                 rec.outputs[name] = msg
                 rec.received_at[name] = now
+                self.arrived.notify_all()
 
         return on_msg
 
@@ -163,14 +168,15 @@ class PerceptionClient:
                  timeout: float = 10.0) -> Received | None:
         """The outputs for one stamp, or None if they did not all arrive in time."""
         names = list(outputs or self.output_topics)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                rec = self.frames.get(stamp_ns)
-                if rec is not None and all(n in rec.outputs for n in names):
-                    return rec
-            time.sleep(0.002)
-        return None
+
+        def complete() -> Received | None:
+            rec = self.frames.get(stamp_ns)
+            return rec if rec is not None and all(n in rec.outputs for n in names) else None
+
+        # Woken by the callbacks, not polled: a 2 ms polling loop wakes 500 times a second on
+        # the same cores as the node it is waiting for (2 on the benchmark machine).
+        with self.arrived:
+            return self.arrived.wait_for(complete, timeout=timeout)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)

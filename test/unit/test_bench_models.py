@@ -49,6 +49,10 @@ def test_verdicts_follow_the_numbers_of_the_same_run():
     line = notes[0]
     assert "1 thread(s) 0.092x" in line and "2 thread(s) 0.174x" in line
     assert line.count("NOT met") == 1  # only the 2-thread ratio misses 0.10
+    with_floor = bench_models._verdicts(models, summaries, floor_ms=7.5)
+    assert with_floor[1]["rt"]["node_budget_ms"] == pytest.approx(0.15 * 61)
+    assert "leaves 9.1 ms for all the node adds" in with_floor[0][0]
+    assert "transport floor alone is 7.5 ms" in with_floor[0][0]
     row = bench_models._row(fast, summaries["rt"])
     assert row["ort 2t fps"] == pytest.approx(1000 / 61) and row["node / forward"] > 1.0
     assert bench_models._row(demo, summaries["demo"])["node / forward"] == "-"
