@@ -209,6 +209,11 @@ def _time_forwards(models: list[dict[str, Any]]) -> None:
         del live
 
 
+def _runs_node(m: dict[str, Any]) -> bool:
+    """Whether a model gets the node measurement: not switched off, and timed."""
+    return m.get("node", True) is not False and not m.get("not_timed")
+
+
 def _node(models: list[dict[str, Any]], work: Path) -> dict[str, Any] | None:
     """Node end-to-end per model (onnxruntime, NODE_THREADS), bench_node_latency's way, and
     the transport floor under it: the same frames and outputs through an echo node that does
@@ -218,13 +223,13 @@ def _node(models: list[dict[str, Any]], work: Path) -> dict[str, Any] | None:
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     imgs = frames()
-    if not any(m.get("node", True) is not False and not m.get("not_timed") for m in models):
+    if not any(_runs_node(m) for m in models):
         return None
     print("[bench models] transport floor: echo node", flush=True)
     floor = _echo_floor(imgs, work, NODE_OUTPUTS, "/bench_models_echo")
     per_model = _env_int("BENCH_MODELS_NODE_FRAMES", 30)
     for m in models:
-        if m.get("node", True) is False or m.get("not_timed"):
+        if not _runs_node(m):
             continue
         fwd = m["forward"].get(NODE_THREADS, {}).get("onnxruntime") or [1.0]
         # about 20 s of frames for a slow model, per_model for a fast one, never under 10

@@ -23,12 +23,13 @@ from mtl_perception.ros.client import sensor_qos
 
 ENCODINGS = {"semantic": "mono8", "semantic_color": "rgb8", "depth": "32FC1",
              "confidence": "32FC1"}
+DEFAULT_OUTPUTS = ("semantic", "depth")
 
 
 class EchoNode(Node):
     """Answers each image with preallocated output images under its header."""
 
-    def __init__(self, ns: str, outputs: tuple[str, ...] = ("semantic", "depth")) -> None:
+    def __init__(self, ns: str, outputs: tuple[str, ...] = DEFAULT_OUTPUTS) -> None:
         super().__init__("mtl_perception_echo")
         qos = sensor_qos(1)  # config/perception.yaml: best effort, keep last 1
         self.outs = {name: (Image(), ENCODINGS[name]) for name in outputs}
@@ -48,7 +49,7 @@ class EchoNode(Node):
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv if args is None else args
     rclpy.init(args=argv)
-    outputs = tuple(argv[2].split(",")) if len(argv) > 2 else ("semantic", "depth")
+    outputs = tuple(argv[2].split(",")) if len(argv) > 2 else DEFAULT_OUTPUTS
     node = EchoNode(argv[1] if len(argv) > 1 else "", outputs)
     try:
         rclpy.spin(node)
